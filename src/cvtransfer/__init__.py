@@ -1,0 +1,13 @@
+"""cvtransfer: transfer learning for computer vision, from one command or a few lines of Python."""
+
+from cvtransfer.api import backbones, evaluate, fit, predict, resume
+from cvtransfer.config import Config
+from cvtransfer.errors import ConfigError, CvTransferError, DataError, WeightsError
+from cvtransfer.run import Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
+    "backbones", "evaluate", "fit", "predict", "resume",
+]

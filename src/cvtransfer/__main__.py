@@ -1,0 +1,5 @@
+"""``python -m cvtransfer``."""
+
+from cvtransfer.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""What ``import cvtransfer`` offers: the same operations as the CLI, on the same Config.
+
+    run = cvtransfer.fit(cvtransfer.Config(data="data/", backbone="resnet50", strategy="gradual"))
+    run.evaluate()
+    run.predict(["photo.jpg"])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from cvtransfer.config import Config
+from cvtransfer.engine.trainer import CHECKPOINT_DIR
+from cvtransfer.errors import ConfigError, CvTransferError
+from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, train
+from cvtransfer.models.backbones import count_parameters, list_backbones
+from cvtransfer.run import Run, finish_run, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def fit(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
+    """Train a model as ``config`` (or ``Config(**options)``) says; return its run folder."""
+    config = _config(config, options)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    config = config.replace(out=str(run_dir))
+    if is_main_process():
+        if (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    return _train_and_finish(config, run_dir, callbacks, resume_from=None)
+
+
+def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrides: Any) -> Run:
+    """Continue an interrupted run from its last checkpoint (``overrides`` such as ``epochs=20`` allowed)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise CvTransferError(f"{run_dir} is not a cvtransfer run folder (no config.yaml): nothing to resume")
+    config = Config.load(run_dir / "config.yaml", **overrides)
+    if is_main_process():
+        config.save(run_dir / "config.yaml")
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if not last.is_file():
+        log.warning("%s has no checkpoint yet: starting its training from the beginning", run_dir)
+    return _train_and_finish(config, run_dir, callbacks, resume_from=last if last.is_file() else None)
+
+
+def _train_and_finish(config: Config, run_dir: Path, callbacks: Sequence[pl.Callback],
+                      resume_from: Path | None) -> Run:
+    splits = load_splits(config, run_dir)
+    setup = train(config, run_dir, splits, list(callbacks), resume_from=resume_from)
+    if not is_main_process():
+        return Run(run_dir)
+    features = setup.val_features if not splits.test else None  # evaluation split is val: reuse its cache
+    return finish_run(run_dir, config, splits.classes, setup.built.model, setup.built.preprocessing, features)
+
+
+def evaluate(run_dir: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of a run on ``data`` (default: the run's test split, else val); writes metrics json."""
+    return Run(run_dir).evaluate(data, out)
+
+
+def predict(run_dir: str | Path, paths: Sequence[str | Path], top_k: int = 1,
+            out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Predicted label and probability (and top-k) for images or folders; optionally written as CSV."""
+    rows = Run(run_dir).predict(paths, top_k)
+    if out is not None:
+        write_predictions(rows, out)
+    return rows
+
+
+def backbones(pattern: str | None = None) -> list[dict[str, Any]]:
+    """Backbone names matching ``pattern`` with parameter counts and default input size."""
+    rows = []
+    for name in list_backbones(pattern):
+        params, size = count_parameters(name)
+        rows.append({"name": name, "params": params, "input_size": size})
+    return rows
+
+
+def _config(config: Config | None, options: dict[str, Any]) -> Config:
+    if config is None:
+        return Config(**options)
+    return config.replace(**options) if options else config

@@ -1,0 +1,195 @@
+"""The ``cvtransfer`` command. Thin: parse options into a Config, call the API, print the result.
+
+Every Config field becomes an option of the training commands (``--val-split`` for ``val_split``),
+with its help text and panel, so the CLI, YAML files and the Python API never drift apart.
+Precedence: defaults < ``--config FILE`` < options given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import sys
+import typing
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import typer
+
+from cvtransfer import api
+from cvtransfer.config import Config, field_types, non_optional
+from cvtransfer.errors import CvTransferError
+from cvtransfer.fitting import default_run_dir
+
+log = logging.getLogger("cvtransfer")
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Transfer learning for computer vision: fit, evaluate and predict from pretrained backbones.",
+)
+
+POSITIONAL_FIELDS = {"data"}
+
+
+def _option_annotation(name: str, hint: Any, field: dataclasses.Field) -> Any:
+    flag = "--" + name.replace("_", "-")
+    base = non_optional(hint)
+    names = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
+    if typing.get_origin(base) is not Literal and base not in (bool, int, float):
+        base = str
+    help_text = f"{field.metadata['help']} [default: {field.default}]"
+    option = typer.Option(*names, help=help_text, rich_help_panel=field.metadata["group"], show_default=False)
+    return Annotated[Optional[base], option]
+
+
+def config_options(func: Any) -> Any:
+    """Add every Config field (but DATA_DIR) as a keyword option; pass the given ones as ``overrides``."""
+    hints = field_types()
+    signature = inspect.signature(func, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "overrides"]
+    fields = [f for f in dataclasses.fields(Config) if f.name not in POSITIONAL_FIELDS]
+    extra = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=_option_annotation(f.name, hints[f.name], f))
+        for f in fields
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides = {f.name: kwargs.pop(f.name) for f in fields}
+        return func(**kwargs, overrides={k: v for k, v in overrides.items() if v is not None})
+
+    wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    del wrapper.__wrapped__
+    return wrapper
+
+
+def _build_config(data: Path | None, config_file: Path | None, overrides: dict[str, Any]) -> Config:
+    if data is not None:
+        overrides = {**overrides, "data": str(data)}
+    if config_file is not None:
+        return Config.load(config_file, **overrides)
+    from cvtransfer.config import from_dict
+
+    return from_dict(overrides)
+
+
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config (e.g. a run's config.yaml).")]
+
+
+@app.command()
+@config_options
+def fit(
+    data: Annotated[Optional[Path], typer.Argument(help="DATA_DIR or CSV (optional with --resume).")] = None,
+    config: ConfigFile = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in RUN_DIR.")] = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Train a model on DATA_DIR and write a run folder (--out)."""
+    if resume is not None:
+        run_dir = resume
+        start = functools.partial(api.resume, resume, **(overrides or {}))
+    else:
+        settings = _build_config(data, config, overrides or {})
+        run_dir = Path(settings.out or default_run_dir(settings))
+        start = functools.partial(api.fit, settings.replace(out=str(run_dir)))
+    try:
+        run = start()
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        typer.echo(f"interrupted: finished epochs are kept; continue with: cvtransfer fit --resume {run_dir}", err=True)
+        sys.exit(130)
+    typer.echo(f"run folder: {run.path}")
+
+
+@app.command("lr-find")
+@config_options
+def lr_find(
+    data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV.")],
+    config: ConfigFile = None,
+    min_lr: Annotated[float, typer.Option(help="Smallest LR tried.")] = 1e-7,
+    max_lr: Annotated[float, typer.Option(help="Largest LR tried.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Number of LRs tried (one batch each).")] = 100,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """LR range test: writes lr_find.png and lr_find.json into --out and prints the suggested LR."""
+    from cvtransfer.lr_finder import lr_find as run_lr_find
+
+    result = run_lr_find(_build_config(data, config, overrides or {}), min_lr, max_lr, steps)
+    typer.echo(f"suggested lr: {result['suggestion']:.3g}  (plot: {result['plot']})")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    data: Annotated[Optional[Path], typer.Argument(help="Data to evaluate on (default: the run's test split, else val).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Metrics file (default RUN_DIR/metrics[_external].json).")] = None,
+) -> None:
+    """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix."""
+    metrics = api.evaluate(run_dir, data, out)
+    typer.echo(
+        f"{metrics['split']}: accuracy {metrics['accuracy']:.4f}  balanced {metrics['balanced_accuracy']:.4f}  "
+        f"macro F1 {metrics['f1_macro']:.4f}  ROC-AUC {_fmt(metrics['roc_auc'])}  ({metrics['num_samples']} images)"
+    )
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    paths: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    top_k: Annotated[int, typer.Option(help="Also list the K most likely labels.")] = 1,
+) -> None:
+    """Predict labels for images: CSV with path, label, probability (and top-k)."""
+    rows = api.predict(run_dir, paths, top_k=top_k, out=out)
+    typer.echo(f"{len(rows)} predictions written to {out}")
+
+
+@app.command()
+def backbones(pattern: Annotated[Optional[str], typer.Argument(help="Shell pattern, e.g. 'convnext*' or 'tv/*'.")] = None) -> None:
+    """List backbone names with parameter counts and default input size."""
+    rows = api.backbones(pattern)
+    width = max([len(r["name"]) for r in rows] + [8])
+    typer.echo(f"{'backbone':<{width}}  {'params':>10}  input  (params without the classifier)")
+    for row in rows:
+        typer.echo(f"{row['name']:<{width}}  {row['params'] / 1e6:>9.2f}M  {row['input_size']}")
+    if pattern is None:
+        typer.echo("(the common ones; pass a pattern such as 'resnet*' to search every timm and torchvision model)")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data and runs.")] = Path("demo_run"),
+) -> None:
+    """Pretrain on real digits, transfer to shifted digits with few labels; print a table."""
+    from cvtransfer.demo import run_demo
+
+    rows = run_demo(out)
+    typer.echo(f"\n{'strategy':<10} {'target test accuracy':>21} {'train time':>11}")
+    for row in rows:
+        typer.echo(f"{row['strategy']:<10} {row['accuracy']:>21.3f} {row['seconds']:>10.1f}s")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|in eval mode|exists and is not empty).*")
+
+
+def main() -> None:
+    """Entry point: one-line errors for problems the user can fix, tracebacks only for bugs."""
+    _quiet_libraries()
+    try:
+        app()
+    except CvTransferError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)

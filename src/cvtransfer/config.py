@@ -1,0 +1,182 @@
+"""One typed Config shared by the CLI, YAML files and the Python API.
+
+Every field carries its help text and its group in ``metadata``; the CLI builds its options from
+these fields, so a setting added here is available everywhere at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cvtransfer.errors import ConfigError, unknown_name
+
+
+def opt(default: Any, help: str, group: str, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A Config field with its CLI help text, help panel and optional numeric bounds."""
+    meta = {"help": help, "group": group, "min": minimum, "max": maximum}
+    return field(default=default, metadata=meta)
+
+
+DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Optimisation", "Training", "Output"
+
+
+@dataclass
+class Config:
+    """Every setting of a cvtransfer run. ``Config(data="data/", backbone="resnet50")``."""
+
+    # -- data
+    data: str | None = opt(None, "DATA_DIR: train/ val/ [test/] class folders, plain class folders, or a CSV (path,label).", DATA)
+    val_split: float = opt(0.2, "Fraction held out for validation when DATA_DIR has no val/ folder (stratified, seeded).", DATA, 0.0, 0.9)
+    test_split: float = opt(0.0, "Fraction held out for testing when DATA_DIR has no test/ folder.", DATA, 0.0, 0.9)
+    image_size: int | None = opt(None, "Input size in pixels; default: the weights' pretrained config.", DATA, 8, 4096)
+    augment: Literal["none", "light", "strong"] = opt("light", "Training augmentation: none, light (crop+flip), strong (+TrivialAugment, erasing).", DATA)
+    mixup: float = opt(0.0, "MixUp alpha (0 = off).", DATA, 0.0)
+    cutmix: float = opt(0.0, "CutMix alpha (0 = off).", DATA, 0.0)
+    batch_size: int = opt(32, "Images per batch (per device).", DATA, 1)
+    num_workers: int = opt(-1, "Data loading processes; -1 picks from the machine.", DATA, -1)
+    class_weights: Literal["none", "auto"] = opt("none", "auto: weight the loss by inverse class frequency.", DATA)
+    balanced_sampler: bool = opt(False, "Sample classes equally often (imbalanced data).", DATA)
+    max_image_pixels: int = opt(89_478_485, "Images with more pixels are refused as decompression bombs.", DATA, 1)
+    # -- model
+    backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)
+    weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder.", MODEL)
+    drop_rate: float = opt(0.0, "Dropout before the classifier head.", MODEL, 0.0, 1.0)
+    # -- strategy
+    strategy: str = opt("full", "linear, partial, full, gradual or l2sp.", STRATEGY)
+    head: Literal["linear", "logistic", "svm"] = opt("linear", "linear strategy: torch linear head, or a scikit-learn logistic/svm on cached features.", STRATEGY)
+    freeze: int = opt(2, "partial: number of leading layer groups (stem first) kept frozen.", STRATEGY, 0)
+    layer_decay: float = opt(1.0, "Each earlier layer group gets this factor times the next group's LR.", STRATEGY, 0.0, 1.0)
+    head_lr_mult: float = opt(1.0, "The head's LR is lr times this.", STRATEGY, 0.0)
+    freeze_epochs: int = opt(1, "gradual: epochs training the head only.", STRATEGY, 0)
+    unfreeze_every: int = opt(0, "gradual: thaw one more layer group every N epochs, top first (0 = all at once).", STRATEGY, 0)
+    unfreeze_lr_mult: float = opt(0.1, "gradual: LR of thawed backbone groups, relative to lr.", STRATEGY, 0.0)
+    l2sp_alpha: float = opt(0.1, "l2sp: weight of alpha/2 ||w - w0||^2 on backbone weights.", STRATEGY, 0.0)
+    l2sp_beta: float = opt(0.01, "l2sp: weight of beta/2 ||w_head||^2.", STRATEGY, 0.0)
+    # -- optimisation
+    optimizer: Literal["adamw", "sgd", "adam", "rmsprop"] = opt("adamw", "Optimizer.", OPTIM)
+    lr: float = opt(1e-3, "Base learning rate.", OPTIM, 0.0)
+    weight_decay: float = opt(0.01, "Weight decay (not applied to biases and norm layers).", OPTIM, 0.0)
+    momentum: float = opt(0.9, "Momentum for sgd and rmsprop.", OPTIM, 0.0, 1.0)
+    scheduler: Literal["cosine", "step", "onecycle", "none"] = opt("cosine", "LR schedule, stepped every optimizer step.", OPTIM)
+    warmup_epochs: float = opt(0.0, "Linear LR warm-up length in epochs.", OPTIM, 0.0)
+    label_smoothing: float = opt(0.0, "Label smoothing of the cross-entropy.", OPTIM, 0.0, 1.0)
+    # -- training
+    epochs: int = opt(10, "Training epochs.", TRAIN, 1)
+    accumulate: int = opt(1, "Accumulate gradients over N batches.", TRAIN, 1)
+    grad_clip: float = opt(0.0, "Clip the gradient norm to this value (0 = off).", TRAIN, 0.0)
+    precision: Literal["auto", "32", "bf16", "16"] = opt("auto", "Numeric precision; auto = bf16 on a capable GPU, else 32.", TRAIN)
+    early_stop: int = opt(0, "Stop after N epochs without improvement of --monitor (0 = off).", TRAIN, 0)
+    monitor: Literal["val_loss", "val_accuracy"] = opt("val_loss", "Validation metric for the best checkpoint and early stopping.", TRAIN)
+    seed: int = opt(0, "Random seed (same seed, same numbers on CPU).", TRAIN)
+    accelerator: str = opt("auto", "Lightning accelerator: auto, cpu, gpu, mps.", TRAIN)
+    devices: str = opt("auto", "Devices per node: auto, a count, or a list such as 0,1.", TRAIN)
+    num_nodes: int = opt(1, "Nodes for distributed training (SLURM / torchrun).", TRAIN, 1)
+    distributed: str = opt("auto", "Lightning strategy for several devices: auto, ddp, ddp_spawn, fsdp.", TRAIN)
+    # -- output
+    out: str | None = opt(None, "Run folder; default runs/<backbone>-<strategy>-<time>.", OUTPUT)
+    progress: bool = opt(True, "Show progress bars.", OUTPUT)
+    cache_dir: str | None = opt(None, "Feature cache folder; default $CVTRANSFER_CACHE or ~/.cache/cvtransfer.", OUTPUT)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (validated)."""
+        return from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config as YAML (re-runnable with ``--config``)."""
+        from cvtransfer.io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> Config:
+        """Read a YAML config; ``overrides`` win over the file's values."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of option: value")
+        return from_dict({**values, **overrides}, source=str(path))
+
+
+def field_types() -> dict[str, Any]:
+    """Resolved type hints of the Config fields."""
+    return typing.get_type_hints(Config)
+
+
+def from_dict(values: dict[str, Any], source: str = "options") -> Config:
+    """Build a Config from plain values (YAML, CLI), coercing types and rejecting unknown keys."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    for key in values:
+        if key not in names:
+            raise unknown_name(f"option in {source}", key, names)
+    hints = field_types()
+    return Config(**{key: _coerce(key, hints[key], value) for key, value in values.items()})
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Convert YAML/CLI scalars to the field's type (int -> float, 32 -> '32')."""
+    if value is None:
+        return None
+    base = non_optional(hint)
+    if typing.get_origin(base) is Literal or base is str:
+        return str(value)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def non_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0]
+    return hint
+
+
+def validate(config: Config) -> None:
+    """Check every field's type, choices and bounds; raise ConfigError naming the option."""
+    hints = field_types()
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if value is None:
+            if non_optional(hint) is hint:
+                raise ConfigError(f"{flag} must be set")
+            continue
+        base = non_optional(hint)
+        if typing.get_origin(base) is Literal:
+            choices = typing.get_args(base)
+            if value not in choices:
+                raise ConfigError(f"{flag} must be one of {', '.join(choices)}, not '{value}'")
+            continue
+        if not _is_instance(value, base):
+            raise ConfigError(f"{flag} must be a {base.__name__}, not {value!r}")
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and value < low or high is not None and value > high:
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ConfigError(f"{flag} must be {bounds}, not {value}")
+
+
+def _is_instance(value: Any, base: type) -> bool:
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, base)

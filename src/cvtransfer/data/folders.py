@@ -1,0 +1,212 @@
+"""Find the images and labels of a dataset and split them, with the checks done before training.
+
+Three layouts are accepted:
+- ``DATA_DIR/train/<class>/*`` with optional ``val/`` (or ``valid/``, ``validation/``) and ``test/``;
+- ``DATA_DIR/<class>/*``, split automatically (stratified, seeded);
+- a CSV file with columns ``path,label`` and optionally ``split`` (train/val/test); relative paths
+  are relative to the CSV's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvtransfer.data.images import DEFAULT_MAX_PIXELS, check_images, list_files
+from cvtransfer.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+VAL_ALIASES = ("val", "valid", "validation")
+IMBALANCE_WARNING_RATIO = 5.0
+
+Sample = tuple[str, int]
+
+
+@dataclass
+class DatasetSplits:
+    """Labelled samples per split, the class names, and the files skipped while reading."""
+
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Sample]:
+        return getattr(self, name)
+
+    def counts(self, name: str) -> dict[str, int]:
+        counter = Counter(label for _, label in self.split(name))
+        return {cls: counter.get(i, 0) for i, cls in enumerate(self.classes)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            **{name: [[p, y] for p, y in self.split(name)] for name in SPLIT_NAMES},
+            "skipped": [list(item) for item in self.skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DatasetSplits:
+        splits = {name: [(p, int(y)) for p, y in values.get(name, [])] for name in SPLIT_NAMES}
+        skipped = [(p, reason) for p, reason in values.get("skipped", [])]
+        return cls(classes=list(values["classes"]), skipped=skipped, **splits)
+
+
+def discover(
+    data: str | Path,
+    val_split: float = 0.2,
+    test_split: float = 0.0,
+    seed: int = 0,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    require_val: bool = True,
+) -> DatasetSplits:
+    """Read ``data`` in any accepted layout, skip unusable files, split, and check the classes."""
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"data path {root} is a file but not a .csv (expected path,label rows)")
+        listed = _read_csv(root)
+    elif (root / "train").is_dir():
+        listed = _read_split_folders(root)
+    else:
+        listed = {"train": _read_class_folders(root)}
+    splits = _label_and_filter(listed, max_pixels)
+    _split_missing(splits, val_split, test_split, seed, require_val)
+    check_classes(splits, root)
+    return splits
+
+
+def _read_split_folders(root: Path) -> dict[str, dict[str, list[str]]]:
+    listed = {"train": _read_class_folders(root / "train")}
+    for name in VAL_ALIASES:
+        if (root / name).is_dir():
+            listed["val"] = _read_class_folders(root / name)
+            break
+    if (root / "test").is_dir():
+        listed["test"] = _read_class_folders(root / "test")
+    return listed
+
+
+def _read_class_folders(folder: Path) -> dict[str, list[str]]:
+    """class name -> file paths; files outside class folders go under the key ''."""
+    by_class: dict[str, list[str]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            by_class[entry.name] = [str(p) for p in list_files(entry)]
+        elif entry.is_file():
+            by_class.setdefault("", []).append(str(entry))
+    return by_class
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
+    listed: dict[str, dict[str, list[str]]] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path} must have a header with columns path,label (and optionally split)")
+        for row_number, row in enumerate(reader, start=2):
+            split = (row.get("split") or "train").strip().lower()
+            split = "val" if split in VAL_ALIASES else split
+            if split not in SPLIT_NAMES:
+                raise DataError(f"{path} line {row_number}: split must be train, val or test, not '{split}'")
+            file = Path(row["path"].strip())
+            file = file if file.is_absolute() else path.parent / file
+            listed.setdefault(split, {}).setdefault(row["label"].strip(), []).append(str(file))
+    return listed
+
+
+def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int) -> DatasetSplits:
+    listed.setdefault("train", {})
+    train_classes = sorted(name for name in listed["train"] if name)
+    for split, by_class in listed.items():
+        extra = sorted(set(by_class) - set(listed["train"]) - {""})
+        if extra:
+            raise DataError(
+                f"class(es) {', '.join(extra)} appear in {split} but not in train: "
+                "add training images for them or remove them"
+            )
+    index = {name: i for i, name in enumerate(train_classes)}
+    samples: dict[str, list[Sample]] = {name: [] for name in SPLIT_NAMES}
+    skipped: list[tuple[str, str]] = []
+    for split, by_class in listed.items():
+        skipped += [(p, "not inside a class folder") for p in by_class.get("", [])]
+        paths = [(p, index[c]) for c, files in by_class.items() if c for p in files]
+        reasons = check_images([p for p, _ in paths], max_pixels)
+        for (path, label), reason in zip(paths, reasons):
+            if reason is None:
+                samples[split].append((path, label))
+            else:
+                skipped.append((path, reason))
+    if skipped:
+        log.warning("skipped %d unusable file(s) (unreadable or not images)", len(skipped))
+    return DatasetSplits(classes=train_classes, skipped=skipped, **samples)
+
+
+def _split_missing(splits: DatasetSplits, val_split: float, test_split: float, seed: int, require_val: bool) -> None:
+    """Carve test and val out of train when the data has no such split."""
+    rng = random.Random(seed)
+    if not splits.test and test_split > 0:
+        splits.train, splits.test = stratified_split(splits.train, test_split, rng)
+    if not splits.val and require_val:
+        if val_split <= 0:
+            raise DataError("the data has no val/ split and --val-split is 0: give a val/ folder or a fraction")
+        splits.train, splits.val = stratified_split(splits.train, val_split, rng)
+
+
+def stratified_split(samples: list[Sample], fraction: float, rng: random.Random) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of each class (at least one image of every class that has two).
+
+    Written here rather than with scikit-learn's train_test_split, which refuses classes with a
+    single image; such a class stays in training.
+    """
+    by_label: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample[1], []).append(sample)
+    kept: list[Sample] = []
+    held: list[Sample] = []
+    for label in sorted(by_label):
+        items = by_label[label][:]
+        rng.shuffle(items)
+        count = min(max(1, round(len(items) * fraction)), len(items) - 1)
+        held += items[:count]
+        kept += items[count:]
+    return sorted(kept), sorted(held)
+
+
+def check_classes(splits: DatasetSplits, root: Path) -> None:
+    """Errors for unusable class sets, a warning for strong imbalance."""
+    counts = splits.counts("train")
+    if len(splits.classes) < 2:
+        raise DataError(f"{root} has {len(splits.classes)} class(es) with images; at least 2 are needed")
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(
+            f"class folder(s) {', '.join(empty)} in {root} have no usable training images: "
+            "add images or remove the folder"
+        )
+    if max(counts.values()) / min(counts.values()) > IMBALANCE_WARNING_RATIO:
+        log.warning(
+            "classes are imbalanced (%d to %d images): consider --class-weights auto or --balanced-sampler",
+            max(counts.values()),
+            min(counts.values()),
+        )
+
+
+def write_skipped(splits: DatasetSplits, path: Path) -> None:
+    """Write the skipped files and the reasons, one per line, when there are any."""
+    if splits.skipped:
+        from cvtransfer.io import atomic_write_text
+
+        atomic_write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in splits.skipped))

@@ -1,0 +1,90 @@
+"""Datasets and data loaders: images or cached features, shuffled, weighted or in order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
+
+from cvtransfer.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
+from cvtransfer.errors import DataError
+
+Sample = tuple[str, int]
+
+
+class ImageDataset(Dataset):
+    """(path, label) samples read as RGB images and transformed."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            image = load_rgb(path, self.max_pixels)
+        except (ImageReadError, OSError) as err:
+            raise DataError(f"{path}: {err} (it changed after the dataset was checked?)") from None
+        return self.transform(image), label
+
+
+def feature_dataset(features: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
+    return TensorDataset(features, labels)
+
+
+def default_workers(requested: int) -> int:
+    """-1 picks from the machine: all but one core up to 8 with a GPU, else half of them."""
+    if requested >= 0:
+        return requested
+    cores = os.cpu_count() or 1
+    if torch.cuda.is_available():
+        return max(1, min(8, cores - 1))
+    return min(4, cores // 2) if cores > 2 else 0
+
+
+def class_sample_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Per-sample weights making every class equally likely to be drawn."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).clamp(min=1).float()
+    return (1.0 / counts)[torch.as_tensor(labels)]
+
+
+def class_loss_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights N / (C * n_c) for the cross-entropy."""
+    counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).clamp(min=1).float()
+    return counts.sum() / (num_classes * counts)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    labels: Sequence[int] | None = None,
+    num_classes: int = 0,
+    balanced: bool = False,
+) -> DataLoader:
+    """A DataLoader; for training shuffled (or class-balanced) with a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if train and balanced:
+        weights = class_sample_weights(labels or [], num_classes)
+        sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=train and len(dataset) > batch_size,
+    )

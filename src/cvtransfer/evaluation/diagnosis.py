@@ -1,0 +1,44 @@
+"""One line saying whether a run over- or under-fitted, from its learning curves."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Diagnosis:
+    verdict: str  # "overfitting", "underfitting", "good fit" or "unknown"
+    message: str
+    signals: dict[str, float]
+
+
+OVERFIT_GAP = 0.10  # train accuracy above val accuracy by this much
+VAL_LOSS_RISE = 0.10  # val loss this fraction above its minimum at the end
+LARGE_GAP = 0.20  # a gap this large is overfitting even while val loss still falls
+UNDERFIT_TRAIN_ACCURACY = 0.80
+
+
+def diagnose(history: list[dict[str, float]]) -> Diagnosis:
+    """Compare the final train and val accuracy and the val-loss trend."""
+    rows = [r for r in history if not math.isnan(r.get("val_loss", math.nan))]
+    if not rows:
+        return Diagnosis("unknown", "no validation history to diagnose", {})
+    last = rows[-1]
+    train_acc = last.get("train_accuracy", math.nan)
+    val_acc = last.get("val_accuracy", math.nan)
+    best_val_loss = min(r["val_loss"] for r in rows)
+    rise = (last["val_loss"] - best_val_loss) / max(best_val_loss, 1e-8)
+    gap = train_acc - val_acc
+    signals = {"train_accuracy": train_acc, "val_accuracy": val_acc, "accuracy_gap": gap,
+               "val_loss_rise_from_min": rise, "epochs": float(len(rows))}
+    if not math.isnan(gap) and gap > OVERFIT_GAP and (rise > VAL_LOSS_RISE or gap > LARGE_GAP):
+        trend = f"val loss {rise:.0%} above its minimum" if rise > VAL_LOSS_RISE else "a wide gap"
+        message = (f"overfitting: train accuracy {train_acc:.2f} vs val {val_acc:.2f}, {trend}; try more "
+                   "augmentation, more data, l2sp, a smaller --lr or --early-stop")
+        return Diagnosis("overfitting", message, signals)
+    if not math.isnan(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
+        message = (f"underfitting: train accuracy only {train_acc:.2f}; try more epochs, a higher --lr, "
+                   "or unfreezing more of the backbone")
+        return Diagnosis("underfitting", message, signals)
+    return Diagnosis("good fit", f"good fit: train accuracy {train_acc:.2f}, val {val_acc:.2f}", signals)

@@ -1,0 +1,235 @@
+"""Backbones by name from timm or torchvision, with their preprocessing and layer groups.
+
+A bare name is looked up in timm first (it covers every family the field uses), then in
+torchvision; ``tv/NAME`` forces torchvision. Whatever the source, a backbone is returned without
+its classifier, producing pooled features of width ``num_features``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+from timm.models import group_parameters
+from torch import nn
+
+from cvtransfer.data.transforms import Preprocessing
+from cvtransfer.errors import WeightsError, unknown_name
+from cvtransfer.models import tiny  # noqa: F401  (registers tinycnn and lenet in timm)
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_PREFIX = "tv/"
+HUB_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Backbone:
+    """A classifier-less network and what cvtransfer needs to know about it."""
+
+    module: nn.Module
+    name: str
+    source: str  # "timm" or "torchvision"
+    num_features: int
+    preprocessing: Preprocessing
+    classifier_prefix: str  # key prefix of the original classifier in checkpoints
+    layer_groups: list[list[str]]  # parameter names per group, stem first
+
+
+def resolve_name(name: str) -> tuple[str, str]:
+    """(source, architecture) for a user-given backbone name."""
+    if name.startswith(TORCHVISION_PREFIX):
+        arch = name[len(TORCHVISION_PREFIX):]
+        if arch not in torchvision_names():
+            raise unknown_name("torchvision backbone", arch, torchvision_names())
+        return "torchvision", arch
+    if timm.is_model(name):
+        return "timm", name
+    if name in torchvision_names():
+        return "torchvision", name
+    raise unknown_name("backbone", name, timm.list_models() + [TORCHVISION_PREFIX + n for n in torchvision_names()])
+
+
+def torchvision_names() -> list[str]:
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def create_backbone(name: str, pretrained: bool = False) -> Backbone:
+    """Build ``name`` without its classifier; ``pretrained`` downloads the hub's ImageNet weights."""
+    source, arch = resolve_name(name)
+    if source == "timm":
+        return _create_timm(arch, pretrained)
+    return _create_torchvision(arch, pretrained)
+
+
+def _create_timm(arch: str, pretrained: bool) -> Backbone:
+    if pretrained:
+        _require_timm_weights(arch)
+    module = timm.create_model(arch, pretrained=pretrained, num_classes=0)
+    config = timm.data.resolve_data_config({}, model=module)
+    preprocessing = Preprocessing(
+        input_size=int(config["input_size"][-1]),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation=config.get("interpolation", "bilinear"),
+        crop_pct=float(config.get("crop_pct", 0.875)),
+    )
+    groups = group_parameters(module, module.group_matcher(coarse=True))
+    return Backbone(
+        module=module,
+        name=arch,
+        source="timm",
+        num_features=module.num_features,
+        preprocessing=preprocessing,
+        classifier_prefix=module.pretrained_cfg.get("classifier", "fc"),
+        layer_groups=[list(names) for names in groups.values()],
+    )
+
+
+def _create_torchvision(arch: str, pretrained: bool) -> Backbone:
+    weights = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
+    if weights is not None:
+        _require_url_weights(weights.url, TORCHVISION_PREFIX + arch)
+    kwargs = {"aux_logits": weights is not None, "init_weights": False} if arch == "inception_v3" else {}
+    module = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    if arch == "inception_v3":
+        module.aux_logits, module.AuxLogits = False, None
+    classifier_prefix, num_features = _drop_last_linear(module)
+    return Backbone(
+        module=module,
+        name=TORCHVISION_PREFIX + arch,
+        source="torchvision",
+        num_features=num_features,
+        preprocessing=_torchvision_preprocessing(weights, arch),
+        classifier_prefix=classifier_prefix,
+        layer_groups=torchvision_layer_groups(module),
+    )
+
+
+def _drop_last_linear(module: nn.Module) -> tuple[str, int]:
+    """Replace the last Linear layer (the classifier) by Identity; return its name and input width."""
+    name, layer = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, child = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, child, nn.Identity())
+    return name, layer.in_features
+
+
+def _torchvision_preprocessing(weights: object | None, arch: str) -> Preprocessing:
+    if weights is None:
+        size = 299 if arch == "inception_v3" else 224
+        return Preprocessing(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.875)
+    transform = weights.transforms()
+    crop, resize = transform.crop_size[0], transform.resize_size[0]
+    return Preprocessing(
+        input_size=crop,
+        mean=tuple(transform.mean),
+        std=tuple(transform.std),
+        interpolation=transform.interpolation.value,
+        crop_pct=crop / resize,
+    )
+
+
+def torchvision_layer_groups(module: nn.Module) -> list[list[str]]:
+    """Layer groups of a torchvision model, stem first.
+
+    torchvision models carry no group matcher, so: the top-level children in order, with the
+    ``features`` / ``encoder.layers`` containers opened into their blocks and the leading leaf
+    layers (conv1, bn1, ...) merged into one stem group.
+    """
+    units: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        if name == "features" or name == "encoder":
+            inner = child.layers if name == "encoder" and hasattr(child, "layers") else child
+            prefix = f"{name}.layers" if inner is not child else name
+            units += [(f"{prefix}.{n}", c) for n, c in inner.named_children()]
+            units += [(f"{name}.{n}", c) for n, c in child.named_children() if name == "encoder" and n != "layers"]
+        else:
+            units.append((name, child))
+    groups: list[list[str]] = []
+    stem: list[str] = []
+    for name, child in units:
+        params = [f"{name}.{p}" for p, _ in child.named_parameters()]
+        if not params:
+            continue
+        if not groups and not list(child.children()):
+            stem += params
+            continue
+        groups.append(params)
+    loose = [n for n, _ in module.named_parameters(recurse=False)]  # class tokens, position embeddings
+    return ([stem + loose] if stem or loose else []) + groups
+
+
+def _require_timm_weights(arch: str) -> None:
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise WeightsError(
+            f"backbone '{arch}' has no published pretrained weights: use --weights none or --weights PATH"
+        )
+    if cfg.hf_hub_id and _hf_cached(cfg.hf_hub_id):
+        return
+    if cfg.hf_hub_id:
+        _require_host("huggingface.co", arch)
+    elif cfg.url:
+        _require_url_weights(cfg.url, arch)
+
+
+def _hf_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = repo_id.split(":")[0]
+    return any(
+        isinstance(try_to_load_from_cache(repo, filename), str)
+        for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin")
+    )
+
+
+def _require_url_weights(url: str, arch: str | None = None) -> None:
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file():
+        host = re.sub(r"^https?://([^/]+)/.*$", r"\1", url)
+        _require_host(host, arch or Path(url).stem)
+
+
+def _require_host(host: str, arch: str) -> None:
+    """Fail at once, with the way out, when the weights' host cannot be reached."""
+    try:
+        socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
+    except OSError:
+        raise WeightsError(
+            f"cannot download ImageNet weights for '{arch}': {host} is unreachable (offline?) and they are "
+            f"not cached; download them on a connected machine and pass --weights path/to/{arch}.safetensors "
+            "(or .pth), or use --weights none"
+        ) from None
+
+
+def count_parameters(name: str) -> tuple[int, int]:
+    """(parameters, default input size) of ``name``, built on the meta device (no memory, fast)."""
+    with torch.device("meta"):
+        backbone = create_backbone(name, pretrained=False)
+    params = sum(p.numel() for p in backbone.module.parameters())
+    return params, backbone.preprocessing.input_size
+
+
+COMMON_BACKBONES = (
+    "tinycnn", "lenet", "resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_b0", "densenet121",
+    "mobilenetv3_large_100", "convnext_tiny", "vit_small_patch16_224", "deit_small_patch16_224",
+    "swin_tiny_patch4_window7_224", "tv/resnet50", "tv/efficientnet_b0", "tv/vit_b_16",
+)
+
+
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Names matching a shell-style ``pattern`` (timm and tv/ torchvision); the common ones if None."""
+    if pattern is None:
+        return list(COMMON_BACKBONES)
+    names = timm.list_models(pattern) if not pattern.startswith(TORCHVISION_PREFIX) else []
+    names += [TORCHVISION_PREFIX + n for n in torchvision_names() if fnmatch(TORCHVISION_PREFIX + n, pattern)
+              or fnmatch(n, pattern)]
+    return names

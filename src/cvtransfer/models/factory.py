@@ -1,0 +1,57 @@
+"""Build the model a Config asks for: backbone, weights, head and preprocessing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvtransfer.data.transforms import Preprocessing
+from cvtransfer.models.backbones import Backbone, create_backbone
+from cvtransfer.models.transfer_model import TransferModel
+from cvtransfer.models.weights import LoadReport, load_into, resolve_weights_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltModel:
+    """A model ready to train, with the facts later steps need."""
+
+    model: TransferModel
+    backbone: Backbone
+    preprocessing: Preprocessing
+    weights_id: str  # identifies the starting weights (feature cache key)
+    load_report: LoadReport | None
+
+
+def build_model(
+    backbone_name: str, weights: str, num_classes: int, image_size: int | None = None, drop_rate: float = 0.0,
+    seed: int = 0,
+) -> BuiltModel:
+    """Create ``backbone_name`` with ``weights`` (imagenet, none or a path) and a ``num_classes`` head."""
+    backbone = create_backbone(backbone_name, pretrained=weights == "imagenet")
+    model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate)
+    preprocessing, report = backbone.preprocessing, None
+    if weights == "imagenet":
+        weights_id = f"imagenet:{backbone.name}"
+    elif weights == "none":
+        weights_id = f"none:{backbone.name}:seed{seed}"
+    else:
+        path = resolve_weights_file(weights)
+        report, metadata = load_into(model, backbone, path)
+        log.info("weights: %s", report.summary())
+        if "preprocessing" in metadata:
+            preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        weights_id = f"file:{file_digest(path)}"
+    return BuiltModel(model, backbone, preprocessing.with_size(image_size), weights_id, report)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (identifies weights whatever their file name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,221 @@
+"""A run folder: the unit a user keeps. Everything to evaluate, predict or resume is inside.
+
+    RUN_DIR/config.yaml  splits.json  classes.json  history.csv  checkpoints/{last,best}.ckpt
+            model.safetensors  metrics.json  curves.png  confusion.png  [skipped.txt]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cvtransfer.config import Config
+from cvtransfer.data.features import prepare_for_inference
+from cvtransfer.data.folders import DatasetSplits, discover
+from cvtransfer.data.images import check_images, is_image_file, list_files
+from cvtransfer.data.loaders import ImageDataset, default_workers, make_loader
+from cvtransfer.data.transforms import Preprocessing, eval_transform
+from cvtransfer.engine.checkpoints import save_model
+from cvtransfer.engine.history import read_history
+from cvtransfer.errors import CvTransferError, DataError
+from cvtransfer.evaluation.diagnosis import diagnose
+from cvtransfer.evaluation.metrics import classification_metrics
+from cvtransfer.evaluation.plots import plot_confusion, plot_curves
+from cvtransfer.io import atomic_write_text, read_json, write_json
+from cvtransfer.models.backbones import create_backbone
+from cvtransfer.models.transfer_model import TransferModel
+from cvtransfer.models.weights import MODEL_FILE, read_state_dict
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[str, int]
+
+
+def export_model(run_dir: Path, config: Config, classes: list[str], model: TransferModel,
+                 preprocessing: Preprocessing) -> None:
+    """Write model.safetensors (with backbone, classes and preprocessing as metadata) and classes.json."""
+    metadata = {"backbone": config.backbone, "classes": classes, "preprocessing": preprocessing.to_dict(),
+                "strategy": config.strategy}
+    save_model(model, run_dir / MODEL_FILE, metadata)
+    write_json(run_dir / "classes.json", classes)
+
+
+@torch.inference_mode()
+def predict_probs(model: torch.nn.Module, samples: Sequence[Sample], preprocessing: Preprocessing,
+                  batch_size: int = 64, device: torch.device | str = "cpu", num_workers: int = 0,
+                  max_pixels: int = 89_478_485) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and labels of ``samples``."""
+    loader = make_loader(ImageDataset(samples, eval_transform(preprocessing), max_pixels), batch_size, train=False,
+                         num_workers=num_workers)
+    model = prepare_for_inference(model, device)
+    probs, labels = [], []
+    for images, targets in loader:
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        probs.append(model(images).float().softmax(dim=1).cpu())
+        labels.append(targets)
+    if not probs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(probs), torch.cat(labels)
+
+
+class Run:
+    """Handle on a finished (or interrupted) run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            raise CvTransferError(f"{self.path} is not a cvtransfer run folder (no config.yaml)")
+        self.config = Config.load(self.path / "config.yaml")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def classes(self) -> list[str]:
+        return read_json(self.path / "classes.json")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        path = self.path / "metrics.json"
+        return read_json(path) if path.is_file() else {}
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return read_history(self.path / "history.csv")
+
+    def splits(self) -> DatasetSplits:
+        return DatasetSplits.from_dict(read_json(self.path / "splits.json"))
+
+    @cached_property
+    def _loaded(self) -> tuple[TransferModel, Preprocessing]:
+        path = self.path / MODEL_FILE
+        if not path.is_file():
+            raise CvTransferError(f"{path} is missing: the run has not finished (resume it with --resume)")
+        state, metadata = read_state_dict(path)
+        backbone = create_backbone(metadata.get("backbone", self.config.backbone), pretrained=False)
+        model = TransferModel(backbone.module, backbone.num_features, len(metadata["classes"]),
+                              backbone.layer_groups)
+        model.load_state_dict(state)
+        return model.eval(), Preprocessing.from_dict(metadata["preprocessing"])
+
+    @property
+    def model(self) -> TransferModel:
+        """The trained model (best checkpoint), in eval mode."""
+        return self._loaded[0]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._loaded[1]
+
+    def _probs(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        from cvtransfer.fitting import pick_device
+
+        return predict_probs(self.model, samples, self.preprocessing, self.config.batch_size,
+                             pick_device(self.config.accelerator), default_workers(self.config.num_workers),
+                             self.config.max_image_pixels)
+
+    def evaluate(self, data: str | Path | None = None, out: str | Path | None = None,
+                 features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+        """Metrics on ``data`` (its test split, else val, else all of it) or on the run's test/val split.
+
+        ``features``: the backbone features of exactly those samples, when already computed.
+        """
+        name, samples = self._evaluation_samples(data)
+        if not samples:
+            raise DataError(f"no images to evaluate in the {name} split")
+        if features is not None:
+            with torch.inference_mode():
+                probs, targets = self.model.head(features[0]).softmax(dim=1), features[1]
+        else:
+            probs, targets = self._probs(samples)
+        metrics = classification_metrics(probs, targets, self.classes)
+        metrics.update(split=name, data=str(data or self.config.data))
+        out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
+        history = self.history
+        if history:
+            result = diagnose(history)
+            metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
+        write_json(out, metrics)
+        plot_confusion(metrics["confusion_matrix"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"))
+        return metrics
+
+    def _evaluation_samples(self, data: str | Path | None) -> tuple[str, list[Sample]]:
+        if data is None:
+            splits = self.splits()
+            return ("test", splits.test) if splits.test else ("val", splits.val)
+        found = discover(data, val_split=0.0, require_val=False, max_pixels=self.config.max_image_pixels)
+        unknown = sorted(set(found.classes) - set(self.classes))
+        if unknown:
+            raise DataError(f"{data} has class(es) the model was not trained on: {', '.join(unknown)}")
+        remap = {i: self.classes.index(name) for i, name in enumerate(found.classes)}
+        name = "test" if found.test else "val" if found.val else "train"
+        return name, [(p, remap[y]) for p, y in found.split(name)]
+
+    def predict(self, paths: Sequence[str | Path], top_k: int = 1) -> list[dict[str, Any]]:
+        """Top-k labels and probabilities for images and folders of images (unreadable ones skipped)."""
+        files = _expand_images(paths)
+        reasons = check_images([str(f) for f in files], self.config.max_image_pixels)
+        usable = [str(f) for f, reason in zip(files, reasons) if reason is None]
+        for file, reason in zip(files, reasons):
+            if reason is not None:
+                log.warning("skipped %s: %s", file, reason)
+        if not usable:
+            raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
+        probs, _ = self._probs([(p, 0) for p in usable])
+        k = min(top_k, len(self.classes))
+        values, indices = probs.topk(k, dim=1)
+        rows = []
+        for path, vals, idxs in zip(usable, values.tolist(), indices.tolist()):
+            row: dict[str, Any] = {"path": path, "label": self.classes[idxs[0]], "probability": vals[0]}
+            if k > 1:
+                row["top_k"] = ";".join(f"{self.classes[i]}:{v:.4f}" for i, v in zip(idxs, vals))
+            rows.append(row)
+        return rows
+
+
+def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """predictions.csv: path, label, probability[, top_k]."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _expand_images(paths: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += [f for f in list_files(path) if is_image_file(f)]
+        elif path.exists():
+            files.append(path)
+        else:
+            raise DataError(f"{path} does not exist")
+    return files
+
+
+def finish_run(run_dir: Path, config: Config, classes: list[str], model: TransferModel,
+               preprocessing: Preprocessing, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> Run:
+    """Export the model, then write metrics, curves, confusion matrix and the fit diagnosis.
+
+    ``features``: cached backbone features of the evaluation split, if any (linear probes).
+    """
+    export_model(run_dir, config, classes, model, preprocessing)
+    run = Run(run_dir)
+    history = run.history
+    if history:
+        plot_curves(history, run_dir / "curves.png", f"{config.backbone} / {config.strategy}")
+    metrics = run.evaluate(features=features)
+    log.info("%s accuracy %.4f, macro F1 %.4f (%d images)", metrics["split"], metrics["accuracy"],
+             metrics["f1_macro"], metrics["num_samples"])
+    if "diagnosis" in metrics:
+        log.info("diagnosis: %s", metrics["diagnosis"]["message"])
+    return run
