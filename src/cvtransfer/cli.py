@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 
 from cvtransfer import api
-from cvtransfer.config import Config, field_types, non_optional
+from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
 from cvtransfer.errors import CvTransferError
 from cvtransfer.fitting import default_run_dir
 
@@ -31,7 +31,7 @@ app = typer.Typer(
     help="Transfer learning for computer vision: fit, evaluate and predict from pretrained backbones.",
 )
 
-POSITIONAL_FIELDS = {"data"}
+POSITIONAL_FIELDS = frozenset({"data"})
 
 
 def _option_annotation(name: str, hint: Any, field: dataclasses.Field) -> Any:
@@ -45,27 +45,31 @@ def _option_annotation(name: str, hint: Any, field: dataclasses.Field) -> Any:
     return Annotated[Optional[base], option]
 
 
-def config_options(func: Any) -> Any:
-    """Add every Config field (but DATA_DIR) as a keyword option; pass the given ones as ``overrides``."""
-    hints = field_types()
-    signature = inspect.signature(func, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "overrides"]
-    fields = [f for f in dataclasses.fields(Config) if f.name not in POSITIONAL_FIELDS]
-    extra = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=_option_annotation(f.name, hints[f.name], f))
-        for f in fields
-    ]
+def config_options(groups: tuple[str, ...] = TRAINING_GROUPS, skip: frozenset[str] = POSITIONAL_FIELDS) -> Any:
+    """Add the Config fields of ``groups`` (but ``skip``) as options; pass the given ones as ``overrides``."""
 
-    @functools.wraps(func)
-    def wrapper(**kwargs: Any) -> Any:
-        overrides = {f.name: kwargs.pop(f.name) for f in fields}
-        return func(**kwargs, overrides={k: v for k, v in overrides.items() if v is not None})
+    def decorate(func: Any) -> Any:
+        hints = field_types()
+        signature = inspect.signature(func, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "overrides"]
+        fields = [f for f in dataclasses.fields(Config) if f.metadata["group"] in groups and f.name not in skip]
+        extra = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation=_option_annotation(f.name, hints[f.name], f))
+            for f in fields
+        ]
 
-    wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-    del wrapper.__wrapped__
-    return wrapper
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            overrides = {f.name: kwargs.pop(f.name) for f in fields}
+            return func(**kwargs, overrides={k: v for k, v in overrides.items() if v is not None})
+
+        wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return decorate
 
 
 def _build_config(data: Path | None, config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -82,7 +86,7 @@ ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML confi
 
 
 @app.command()
-@config_options
+@config_options()
 def fit(
     data: Annotated[Optional[Path], typer.Argument(help="DATA_DIR or CSV (optional with --resume).")] = None,
     config: ConfigFile = None,
@@ -106,7 +110,7 @@ def fit(
 
 
 @app.command("lr-find")
-@config_options
+@config_options()
 def lr_find(
     data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV.")],
     config: ConfigFile = None,

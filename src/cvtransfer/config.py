@@ -25,6 +25,8 @@ def opt(default: Any, help: str, group: str, minimum: float | None = None, maxim
 
 
 DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Optimisation", "Training", "Output"
+# The groups every training command (fit, lr-find, ...) exposes; a command adds its own group to them.
+TRAINING_GROUPS = (DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT)
 
 
 @dataclass
