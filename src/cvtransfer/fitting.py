@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 SPLITS_FILE = "splits.json"
 
 
-def default_run_dir(config: Config) -> Path:
+def default_run_dir(config: Config, prefix: str = "") -> Path:
+    """runs/[prefix]<backbone>-<strategy>-<time>."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.backbone.replace('/', '_')}-{config.strategy}-{stamp}"
+    return Path("runs") / f"{prefix}{config.backbone.replace('/', '_')}-{config.strategy}-{stamp}"
 
 
 def is_main_process() -> bool:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def lr_find(config: Config, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100) -> dict[str, Any]:
     """Train ``steps`` batches at exponentially growing LRs; return the suggestion and write a plot."""
-    out = Path(config.out) if config.out else default_run_dir(config).with_name("lr-find-" + default_run_dir(config).name)
+    out = Path(config.out) if config.out else default_run_dir(config, prefix="lr-find-")
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)

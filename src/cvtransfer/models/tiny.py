@@ -27,12 +27,20 @@ def _cfg(input_size: int, **kwargs: object) -> dict:
     }
 
 
-class _ClassifierMixin:
-    """timm's classifier interface over a ``self.fc`` Linear (Identity when num_classes=0)."""
+class _TimmInterface:
+    """timm's model interface for a ``stem`` + ``stages`` network with a ``self.fc`` classifier."""
 
     num_classes: int
     num_features: int
     fc: nn.Module
+    stem: nn.Module
+    stages: nn.Sequential
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -49,7 +57,7 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class TinyCNN(_ClassifierMixin, nn.Module):
+class TinyCNN(_TimmInterface, nn.Module):
     """A stem and three conv-BN-ReLU stages, global average pooling (about 100k parameters)."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, widths: tuple[int, ...] = (16, 32, 64, 128),
@@ -65,18 +73,12 @@ class TinyCNN(_ClassifierMixin, nn.Module):
         self.drop = nn.Dropout(drop_rate)
         self.reset_classifier(num_classes)
 
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x.mean(dim=(2, 3)))
         return x if pre_logits else self.fc(x)
 
 
-class LeNet(_ClassifierMixin, nn.Module):
+class LeNet(_TimmInterface, nn.Module):
     """LeNet as in TLlib's digits examples: two conv layers and a 500-wide fully connected layer."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.5, **kwargs: object) -> None:
@@ -89,12 +91,6 @@ class LeNet(_ClassifierMixin, nn.Module):
             nn.Sequential(nn.Flatten(), nn.Linear(50 * 4 * 4, 500), nn.ReLU(), nn.Dropout(drop_rate)),
         )
         self.reset_classifier(num_classes)
-
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)
