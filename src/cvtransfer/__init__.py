@@ -1,6 +1,6 @@
 """cvtransfer: transfer learning for computer vision, from one command or a few lines of Python."""
 
-from cvtransfer.api import backbones, evaluate, fit, predict, resume
+from cvtransfer.api import auto, backbones, evaluate, fit, predict, rank, resume
 from cvtransfer.config import Config
 from cvtransfer.errors import ConfigError, CvTransferError, DataError, WeightsError
 from cvtransfer.run import Run
@@ -9,5 +9,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "backbones", "evaluate", "fit", "predict", "resume",
+    "auto", "backbones", "evaluate", "fit", "predict", "rank", "resume",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
@@ -20,6 +20,10 @@ from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, train
 from cvtransfer.models.backbones import count_parameters, list_backbones
 from cvtransfer.run import Run, finish_run, write_predictions
+from cvtransfer.transferability.ranking import Ranking, rank_backbones
+
+if TYPE_CHECKING:
+    from cvtransfer.auto import AutoResult
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,25 @@ def backbones(pattern: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def rank(config: Config | None = None, validate: bool = False, **options: Any) -> Ranking:
+    """Score candidate backbones on ``data`` without fine-tuning; ranking.csv in ``out``.
+
+    ``cvtransfer.rank(data="data/", backbones="resnet18,resnet50", weights="imagenet")``; ``backbones``
+    may also be a list. ``validate`` also trains a logistic probe per candidate and correlates.
+    """
+    return rank_backbones(_config(config, options), validate)
+
+
+def auto(config: Config | None = None, **options: Any) -> AutoResult:
+    """Choose backbone and strategy from the data, train them and a from-scratch baseline; decisions.md in ``out``."""
+    from cvtransfer.auto import run_auto  # auto.py builds on this module's fit
+
+    return run_auto(_config(config, options))
+
+
 def _config(config: Config | None, options: dict[str, Any]) -> Config:
+    if isinstance(options.get("backbones"), (list, tuple)):  # rank/auto: a list of names is welcome too
+        options = {**options, "backbones": ",".join(options["backbones"])}
     if config is None:
         return Config(**options)
     return config.replace(**options) if options else config

@@ -21,8 +21,11 @@ import typer
 
 from cvtransfer import api
 from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
+from cvtransfer.config import CHOOSE, DATA, MODEL, OUTPUT, TRAIN
 from cvtransfer.errors import CvTransferError
 from cvtransfer.fitting import default_run_dir
+from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
+from cvtransfer.auto import DECISIONS_FILE
 
 log = logging.getLogger("cvtransfer")
 
@@ -197,3 +200,43 @@ def main() -> None:
     except CvTransferError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+
+
+RANK_SKIP = POSITIONAL_FIELDS | {
+    "backbone", "drop_rate", "augment", "mixup", "cutmix", "class_weights", "balanced_sampler", "epochs", "accumulate",
+    "grad_clip", "precision", "early_stop", "monitor", "devices", "num_nodes", "distributed", "budget",
+    "tiny_per_class", "small_per_class", "small_images",
+}
+
+
+@app.command()
+@config_options(groups=(DATA, MODEL, TRAIN, OUTPUT, CHOOSE), skip=frozenset(RANK_SKIP))
+def rank(
+    data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV (the training split is scored).")],
+    config: ConfigFile = None,
+    validate: Annotated[bool, typer.Option(help="Also train a logistic probe per candidate and report the rank "
+                                                "correlation (Kendall tau, weighted tau) of each score with it.")] = False,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Rank backbones by transferability scores (LogME, LEEP, NCE, H-score, NLEEP) without fine-tuning."""
+    ranking = api.rank(_build_config(data, config, overrides or {}), validate=validate)
+    typer.echo(f"\n{ranking_table(ranking)}\nranking written to {ranking.folder / RANKING_FILE}")
+
+
+@app.command()
+@config_options(groups=TRAINING_GROUPS + (CHOOSE,), skip=POSITIONAL_FIELDS | {"backbone", "strategy", "head"})
+def auto(
+    data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV.")],
+    config: ConfigFile = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Choose backbone and strategy from the data, train them and a from-scratch baseline, flag negative transfer."""
+    result = api.auto(_build_config(data, config, overrides or {}))
+    typer.echo("")
+    for decision in result.decisions:
+        typer.echo(f"{decision.step}: {decision.choice}  ({decision.reason})")
+    accuracies = "  ".join(f"{name} {value:.3f}" for name, value in result.val_accuracy.items())
+    typer.echo(f"val accuracy: {accuracies}")
+    if result.negative_transfer:
+        typer.echo("NEGATIVE TRANSFER: the transferred model is not better than training from scratch", err=True)
+    typer.echo(f"decisions: {result.folder / DECISIONS_FILE}  recommended run: {result.folder / result.recommended}")

@@ -25,6 +25,7 @@ def opt(default: Any, help: str, group: str, minimum: float | None = None, maxim
 
 
 DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Optimisation", "Training", "Output"
+CHOOSE = "Choosing"  # rank and auto: candidate backbones, budget, the rules of the automatic choice
 # The groups every training command (fit, lr-find, ...) exposes; a command adds its own group to them.
 TRAINING_GROUPS = (DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT)
 
@@ -48,7 +49,8 @@ class Config:
     max_image_pixels: int = opt(89_478_485, "Images with more pixels are refused as decompression bombs.", DATA, 1)
     # -- model
     backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)
-    weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder.", MODEL)
+    weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder; "
+                       "rank/auto also take one per backbone, or NAME=PATH pairs separated by commas.", MODEL)
     drop_rate: float = opt(0.0, "Dropout before the classifier head.", MODEL, 0.0, 1.0)
     # -- strategy
     strategy: str = opt("full", "linear, partial, full, gradual or l2sp.", STRATEGY)
@@ -85,6 +87,16 @@ class Config:
     out: str | None = opt(None, "Run folder; default runs/<backbone>-<strategy>-<time>.", OUTPUT)
     progress: bool = opt(True, "Show progress bars.", OUTPUT)
     cache_dir: str | None = opt(None, "Feature cache folder; default $CVTRANSFER_CACHE or ~/.cache/cvtransfer.", OUTPUT)
+    # -- choosing (rank, auto)
+    backbones: str | None = opt(None, "Candidate backbones, comma-separated (auto's default: the --budget's list).", CHOOSE)
+    budget: Literal["fast", "normal", "thorough"] = opt(
+        "normal", "auto: candidates and training length: fast (3 small backbones, 0.5x --epochs), normal (5, 1x), "
+        "thorough (8, 2x).", CHOOSE)
+    rank_by: str = opt("logme", "The score that orders the candidates: logme, leep, nce, hscore or nleep.", CHOOSE)
+    tiny_per_class: int = opt(10, "auto: fewer training images per class than this is tiny data (linear or l2sp).",
+                              CHOOSE, 1)
+    small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
+    small_images: int = opt(1000, "auto: fewer training images than this is small data.", CHOOSE, 1)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -106,7 +106,8 @@ def split_backbone_and_head(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Backbone tensors (keys relative to the backbone) and classifier tensors (weight, bias)."""
     state = _strip_wrappers(state)
-    if any(key.startswith(OUR_PREFIXES) for key in state):
+    # all keys, not any: timm checkpoints of ViT, ConvNeXt, Swin name their classifier "head." too
+    if all(key.startswith(OUR_PREFIXES) for key in state):
         body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         return body, head
