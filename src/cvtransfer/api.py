@@ -23,7 +23,7 @@ from cvtransfer.run import Run, finish_run, write_predictions
 from cvtransfer.transferability.ranking import Ranking, rank_backbones
 
 if TYPE_CHECKING:
-    from cvtransfer.auto import AutoResult
+    from cvtransfer.automatic import AutoResult
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def rank(config: Config | None = None, validate: bool = False, **options: Any) -
 
 def auto(config: Config | None = None, **options: Any) -> AutoResult:
     """Choose backbone and strategy from the data, train them and a from-scratch baseline; decisions.md in ``out``."""
-    from cvtransfer.auto import run_auto  # auto.py builds on this module's fit
+    from cvtransfer.automatic import run_auto  # automatic.py builds on this module's fit
 
     return run_auto(_config(config, options))
 

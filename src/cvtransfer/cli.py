@@ -25,7 +25,7 @@ from cvtransfer.config import CHOOSE, DATA, MODEL, OUTPUT, TRAIN
 from cvtransfer.errors import CvTransferError
 from cvtransfer.fitting import default_run_dir
 from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
-from cvtransfer.auto import DECISIONS_FILE
+from cvtransfer.automatic import DECISIONS_FILE
 
 log = logging.getLogger("cvtransfer")
 

@@ -105,11 +105,13 @@ def parse_candidates(backbones: str | Sequence[str] | None, weights: str) -> lis
 
 
 def _pairs(items: list[str]) -> list[tuple[str, str]]:
-    pairs = [tuple(part.strip() for part in item.split("=", 1)) for item in items]
-    for item, (name, value) in zip(items, pairs):
-        if "=" not in item or not name or not value:
+    pairs = []
+    for item in items:
+        name, _, value = (part.strip() for part in item.partition("="))
+        if not name or not value:
             raise ConfigError(f"--weights item '{item}' is not NAME=PATH: with pairs, give every weights as NAME=PATH")
-    return pairs  # type: ignore[return-value]
+        pairs.append((name, value))
+    return pairs
 
 
 def _match_pairs(names: list[str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from cvtransfer import api
 from cvtransfer.config import Config
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.loaders import default_workers
-from cvtransfer.errors import ConfigError
+from cvtransfer.errors import ConfigError, WeightsError
 from cvtransfer.fitting import pick_device
 from cvtransfer.io import atomic_write_text, write_json
 from cvtransfer.run import Run, predict_probs
@@ -111,8 +111,10 @@ class Relatedness:
 
     @property
     def similar(self) -> bool:
-        """The frozen features do at least as well as training from scratch, and beat random features."""
-        return self.probe_accuracy >= self.scratch_accuracy and self.score > self.random_score
+        """The frozen pretrained features beat training from scratch; on a tie, the score beats random features."""
+        if self.probe_accuracy != self.scratch_accuracy:
+            return self.probe_accuracy > self.scratch_accuracy
+        return self.score > self.random_score
 
     def describe(self) -> str:
         return (f"linear probe {self.probe_accuracy:.3f} vs from-scratch {self.scratch_accuracy:.3f} val accuracy; "
@@ -150,7 +152,7 @@ class AutoResult:
     val_accuracy: dict[str, float]  # transfer, scratch, probe
     test_accuracy: dict[str, float | None]
     negative_transfer: bool
-    recommended: str  # the sub-run to keep: transfer or scratch
+    recommended: str  # the sub-run to keep: transfer, probe or scratch
 
     def run(self, name: str = "recommended") -> Run:
         """A sub-run: ``transfer``, ``scratch``, ``probe``, or the ``recommended`` one."""
@@ -173,7 +175,13 @@ def run_auto(config: Config) -> AutoResult:
     folder.mkdir(parents=True, exist_ok=True)
     config.replace(out=str(folder)).save(folder / CONFIG_FILE)
     epochs = max(1, round(config.epochs * budget.epochs_factor))
-    ranking = rank_backbones(config.replace(backbones=backbones, out=str(folder)), splits=splits)
+    try:
+        ranking = rank_backbones(config.replace(backbones=backbones, out=str(folder)), splits=splits)
+    except WeightsError as err:
+        if config.backbones:
+            raise
+        raise WeightsError(f"{err} (auto's '{config.budget}' budget ranks {backbones} with --weights "
+                           f"{config.weights}: give local files with --backbones A,B --weights A=PATH,B=PATH)") from err
     decisions.append(_backbone_decision(ranking))
     best = ranking.best.candidate
     facts = DataFacts.of(splits)
@@ -192,10 +200,10 @@ def run_auto(config: Config) -> AutoResult:
     runs["transfer"] = api.fit(base.replace(strategy=strategy, head=head, out=str(folder / "transfer")))
     val["transfer"] = val_accuracy(runs["transfer"], splits)
     negative = val["transfer"] <= val["scratch"]
-    decisions += _guard_decisions(val, negative, strategy)
+    guard, recommended = _guard_decisions(val, negative, strategy)
+    decisions += guard
     result = AutoResult(folder, decisions, ranking, best, strategy, val,
-                        {name: _test_accuracy(run) for name, run in runs.items()}, negative,
-                        "scratch" if negative else "transfer")
+                        {name: _test_accuracy(run) for name, run in runs.items()}, negative, recommended)
     write_outputs(result, config, facts, related)
     return result
 
@@ -227,13 +235,19 @@ def _relatedness(ranking: Ranking, splits: DatasetSplits, config: Config, val: d
     return Relatedness(val["probe"], val["scratch"], name, ranking.best.scores[name], random_score)
 
 
-def _guard_decisions(val: dict[str, float], negative: bool, strategy: str) -> list[Decision]:
+def _guard_decisions(val: dict[str, float], negative: bool, strategy: str) -> tuple[list[Decision], str]:
+    """The negative-transfer verdict (the chosen transfer vs scratch) and the sub-run to keep (best on val)."""
     compared = f"transfer ({strategy}) {val['transfer']:.3f} vs from scratch {val['scratch']:.3f} val accuracy"
-    if negative:
-        return [Decision("negative transfer", "yes", f"{compared}: the pretrained weights did not help"),
-                Decision("recommended model", "scratch/", "it is at least as accurate on val as the transfer")]
-    return [Decision("negative transfer", "no", compared),
-            Decision("recommended model", "transfer/", "it beats the from-scratch baseline on val")]
+    verdict = (Decision("negative transfer", "yes", f"{compared}: the pretrained weights did not help") if negative
+               else Decision("negative transfer", "no", compared))
+    # ties go to the simpler model: scratch (no pretrained weights needed), then the frozen probe
+    recommended = max(RECOMMEND_ORDER, key=lambda name: (val[name], -RECOMMEND_ORDER.index(name)))
+    others = ", ".join(f"{name} {val[name]:.3f}" for name in RECOMMEND_ORDER if name != recommended)
+    reason = f"best val accuracy ({val[recommended]:.3f}; {others}); ties go to the simpler of scratch, probe"
+    return [verdict, Decision("recommended model", f"{recommended}/", reason)], recommended
+
+
+RECOMMEND_ORDER = ("scratch", "probe", "transfer")
 
 
 def val_accuracy(run: Run, splits: DatasetSplits) -> float:
