@@ -88,13 +88,13 @@ def backbones(pattern: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def rank(config: Config | None = None, validate: bool = False, **options: Any) -> Ranking:
+def rank(config: Config | None = None, **options: Any) -> Ranking:
     """Score candidate backbones on ``data`` without fine-tuning; ranking.csv in ``out``.
 
     ``cvtransfer.rank(data="data/", backbones="resnet18,resnet50", weights="imagenet")``; ``backbones``
-    may also be a list. ``validate`` also trains a logistic probe per candidate and correlates.
+    may also be a list. ``validate=True`` also trains a logistic probe per candidate and correlates.
     """
-    return rank_backbones(_config(config, options), validate)
+    return rank_backbones(_config(config, options))
 
 
 def auto(config: Config | None = None, **options: Any) -> AutoResult:

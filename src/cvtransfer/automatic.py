@@ -136,8 +136,7 @@ RULES = {  # (data size, similar) -> strategy and the rule, after the seeds
 def choose_strategy(facts: DataFacts, related: Relatedness, config: Config) -> Decision:
     """The strategy for this data size and relatedness, with the rule that chose it."""
     strategy, rule = RULES[(facts.size(config), related.similar)]
-    similarity = "similar" if related.similar else "dissimilar"
-    return Decision("strategy", strategy, f"{rule} ({facts.size(config)}, {similarity})")
+    return Decision("strategy", strategy, rule)
 
 
 @dataclass
@@ -176,7 +175,7 @@ def run_auto(config: Config) -> AutoResult:
     config.replace(out=str(folder)).save(folder / CONFIG_FILE)
     epochs = max(1, round(config.epochs * budget.epochs_factor))
     try:
-        ranking = rank_backbones(config.replace(backbones=backbones, out=str(folder)), splits=splits)
+        ranking = rank_backbones(config.replace(backbones=backbones, validate=False, out=str(folder)), splits=splits)
     except WeightsError as err:
         if config.backbones:
             raise
@@ -240,14 +239,15 @@ def _guard_decisions(val: dict[str, float], negative: bool, strategy: str) -> tu
     compared = f"transfer ({strategy}) {val['transfer']:.3f} vs from scratch {val['scratch']:.3f} val accuracy"
     verdict = (Decision("negative transfer", "yes", f"{compared}: the pretrained weights did not help") if negative
                else Decision("negative transfer", "no", compared))
-    # ties go to the simpler model: scratch (no pretrained weights needed), then the frozen probe
+    # ties go to scratch (no pretrained weights needed), then to the chosen strategy (with linear, the
+    # transfer run is the probe trained again from the cached features: same accuracy, same model)
     recommended = max(RECOMMEND_ORDER, key=lambda name: (val[name], -RECOMMEND_ORDER.index(name)))
     others = ", ".join(f"{name} {val[name]:.3f}" for name in RECOMMEND_ORDER if name != recommended)
-    reason = f"best val accuracy ({val[recommended]:.3f}; {others}); ties go to the simpler of scratch, probe"
+    reason = f"best val accuracy ({val[recommended]:.3f}; {others}); ties go to scratch, then transfer"
     return [verdict, Decision("recommended model", f"{recommended}/", reason)], recommended
 
 
-RECOMMEND_ORDER = ("scratch", "probe", "transfer")
+RECOMMEND_ORDER = ("scratch", "transfer", "probe")
 
 
 def val_accuracy(run: Run, splits: DatasetSplits) -> float:

@@ -214,17 +214,15 @@ RANK_SKIP = POSITIONAL_FIELDS | {
 def rank(
     data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV (the training split is scored).")],
     config: ConfigFile = None,
-    validate: Annotated[bool, typer.Option(help="Also train a logistic probe per candidate and report the rank "
-                                                "correlation (Kendall tau, weighted tau) of each score with it.")] = False,
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Rank backbones by transferability scores (LogME, LEEP, NCE, H-score, NLEEP) without fine-tuning."""
-    ranking = api.rank(_build_config(data, config, overrides or {}), validate=validate)
+    ranking = api.rank(_build_config(data, config, overrides or {}))
     typer.echo(f"\n{ranking_table(ranking)}\nranking written to {ranking.folder / RANKING_FILE}")
 
 
 @app.command()
-@config_options(groups=TRAINING_GROUPS + (CHOOSE,), skip=POSITIONAL_FIELDS | {"backbone", "strategy", "head"})
+@config_options(groups=TRAINING_GROUPS + (CHOOSE,), skip=POSITIONAL_FIELDS | {"backbone", "strategy", "head", "validate"})
 def auto(
     data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV.")],
     config: ConfigFile = None,

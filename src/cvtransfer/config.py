@@ -92,6 +92,8 @@ class Config:
     budget: Literal["fast", "normal", "thorough"] = opt(
         "normal", "auto: candidates and training length: fast (3 small backbones, 0.5x --epochs), normal (5, 1x), "
         "thorough (8, 2x).", CHOOSE)
+    validate: bool = opt(False, "rank: also train a logistic probe per candidate and report the rank correlation "
+                         "(Kendall tau, weighted tau) of each score with its accuracy.", CHOOSE)
     rank_by: str = opt("logme", "The score that orders the candidates: logme, leep, nce, hscore or nleep.", CHOOSE)
     tiny_per_class: int = opt(10, "auto: fewer training images per class than this is tiny data (linear or l2sp).",
                               CHOOSE, 1)

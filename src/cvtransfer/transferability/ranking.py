@@ -191,16 +191,16 @@ def score_candidate(candidate: Candidate, splits: DatasetSplits, config: Config)
     return CandidateScores(candidate, scores, feature_seconds, score_seconds, notes)
 
 
-def rank_backbones(config: Config, validate: bool = False, splits: DatasetSplits | None = None) -> Ranking:
+def rank_backbones(config: Config, splits: DatasetSplits | None = None) -> Ranking:
     """Score every candidate of ``config.backbones`` / ``config.weights`` on the training split of ``config.data``.
 
-    With ``validate``, also train a logistic probe per candidate (cached features, through ``fit``)
+    With ``config.validate``, also train a logistic probe per candidate (cached features, through ``fit``)
     and correlate each score with its validation accuracy. Writes ranking.csv into ``config.out``.
     """
     candidates = parse_candidates(config.backbones, config.weights)
     SCORES.get(config.rank_by)
     folder = Path(config.out) if config.out else Path("runs") / f"rank-{time.strftime('%Y%m%d-%H%M%S')}"
-    if validate and (folder / "probes").exists():
+    if config.validate and (folder / "probes").exists():
         raise ConfigError(f"{folder / 'probes'} already holds probe runs: choose another --out")
     if splits is None:
         if config.data is None:
@@ -208,7 +208,7 @@ def rank_backbones(config: Config, validate: bool = False, splits: DatasetSplits
         splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     rows = [score_candidate(candidate, splits, config) for candidate in candidates]
     ranking = Ranking(order(rows, config.rank_by), config.rank_by, folder)
-    if validate:
+    if config.validate:
         for row in ranking.rows:
             run = probe(row.candidate, config, folder / "probes" / safe_name(row.candidate.name))
             row.probe_accuracy = run.history[-1]["val_accuracy"]
@@ -222,7 +222,7 @@ def probe(candidate: Candidate, config: Config, out: Path) -> Run:
     from cvtransfer import api  # api imports this module
 
     return api.fit(config.replace(backbone=candidate.backbone, weights=candidate.weights, strategy="linear",
-                                  head="logistic", backbones=None, out=str(out)))
+                                  head="logistic", backbones=None, validate=False, out=str(out)))
 
 
 def safe_name(name: str) -> str:
