@@ -1,8 +1,12 @@
-"""The figures of a run: learning curves and the confusion matrix (matplotlib, no display needed)."""
+"""The figures of a run: learning curves, confusion matrix, ROC curves (matplotlib, no display needed).
+
+Each ``*_figure`` function returns a figure (the HTML report embeds it); ``plot_*`` saves it as PNG.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,8 +14,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 from cvtransfer.io import atomic_path  # noqa: E402
+
+MAX_LEGEND_ENTRIES = 20  # beyond this a legend hides the plot
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
@@ -20,7 +27,7 @@ def save_figure(fig: plt.Figure, path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+def curves_figure(history: list[dict[str, float]], title: str = "") -> plt.Figure:
     """Loss and accuracy per epoch, training against validation."""
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] + 1 for row in history]
@@ -35,16 +42,21 @@ def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = 
         ax.legend()
     acc_ax.set_ylim(0, 1.02)
     fig.suptitle(title or "Learning curves")
-    save_figure(fig, path)
+    return fig
 
 
-def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str | Path, normalise: bool = False) -> None:
+def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+    """Save :func:`curves_figure` as a PNG."""
+    save_figure(curves_figure(history, title), path)
+
+
+def confusion_figure(matrix: list[list[int]], class_names: list[str], normalise: bool = False) -> plt.Figure:
     """Confusion matrix, rows true and columns predicted, as counts or row-normalised."""
     counts = np.asarray(matrix, dtype=float)
     values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
     size = max(4.0, 0.5 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(values, cmap="Blues", vmin=0)
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else None)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class" if normalise else "images")
     ticks = range(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
@@ -56,5 +68,63 @@ def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str | 
         for (i, j), value in np.ndenumerate(values):
             text = f"{value:.2f}" if normalise else f"{int(value)}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if value > limit else "black")
-    ax.set_title("Confusion matrix" + (" (normalised)" if normalise else ""))
-    save_figure(fig, path)
+    ax.set_title("Confusion matrix" + (" (normalised by row)" if normalise else " (image counts)"))
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], class_names: list[str], path: str | Path, normalise: bool = False) -> None:
+    """Save :func:`confusion_figure` as a PNG."""
+    save_figure(confusion_figure(matrix, class_names, normalise), path)
+
+
+def roc_figure(probs: np.ndarray, labels: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """One-vs-rest ROC curve of every class that has positives and negatives, with its AUC."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    colors = class_colors(len(class_names))
+    for index, name in enumerate(class_names):
+        positives = labels == index
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probs[:, index])
+        ax.plot(fpr, tpr, color=colors[index], lw=1.5, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("False positive rate")
+    ax.set_ylabel("True positive rate")
+    ax.set_title("ROC curves, one class vs the rest")
+    ax.grid(alpha=0.3)
+    if len(class_names) <= MAX_LEGEND_ENTRIES:
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def comparison_figure(histories: Sequence[list[dict[str, float]]], names: Sequence[str]) -> plt.Figure:
+    """Validation loss and accuracy per epoch of several runs, overlaid (training loss dotted)."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
+    colors = class_colors(len(names))
+    for history, name, color in zip(histories, names, colors):
+        epochs = [row["epoch"] + 1 for row in history]
+        loss_ax.plot(epochs, [row.get("val_loss", math.nan) for row in history], "-o", ms=3, color=color, label=name)
+        loss_ax.plot(epochs, [row.get("train_loss", math.nan) for row in history], ":", color=color)
+        acc_ax.plot(epochs, [row.get("val_accuracy", math.nan) for row in history], "-o", ms=3, color=color,
+                    label=name)
+    loss_ax.set_ylabel("Cross-entropy loss (val solid, train dotted)")
+    acc_ax.set_ylabel("Validation accuracy")
+    acc_ax.set_ylim(0, 1.02)
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("Epoch")
+        ax.grid(alpha=0.3)
+    if len(names) <= MAX_LEGEND_ENTRIES:
+        acc_ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Learning curves of the compared runs")
+    return fig
+
+
+def class_colors(count: int) -> list[tuple[float, ...]]:
+    """``count`` distinct colours: tab10/tab20 while they suffice, then a continuous map."""
+    name = "tab10" if count <= 10 else "tab20" if count <= 20 else "turbo"
+    cmap = plt.get_cmap(name)
+    if count > 20:
+        return [cmap(i / max(count - 1, 1)) for i in range(count)]
+    return [cmap(i) for i in range(count)]
