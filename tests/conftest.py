@@ -60,8 +60,34 @@ def quiet_lightning() -> None:
 
 
 def tiny_config(data: Path, out: Path, **options: object) -> Config:
-    """A Config for a fast run: tinycnn at 16 px, random init, CPU, no progress bars."""
+    """A Config for a fast run: tinycnn at 16 px, random init, CPU, no progress bars, no report."""
     values = dict(data=str(data), out=str(out), backbone="tinycnn", weights="none", image_size=16, epochs=2,
-                  batch_size=8, lr=3e-3, progress=False, accelerator="cpu", num_workers=0, augment="none")
+                  batch_size=8, lr=3e-3, progress=False, accelerator="cpu", num_workers=0, augment="none",
+                  report=False)
     values.update(options)
     return Config(**values)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny finished run folder (2 epochs, three classes, test split), shared read-only: copy it to change it."""
+    import cvtransfer
+
+    root = tmp_path_factory.mktemp("finished")
+    data = root / "data"
+    for split, count, seed in (("train", 10, 0), ("val", 4, 1), ("test", 4, 2)):
+        write_class_images(data / split, {"a": count, "b": count, "c": count}, seed=seed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CVTRANSFER_CACHE", str(root / "cache"))
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        return cvtransfer.fit(tiny_config(data, root / "run")).path
+
+
+@pytest.fixture(scope="session")
+def finished_report(finished_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """report.html of ``finished_run``, written elsewhere through the API call ``cvtransfer.report``."""
+    import cvtransfer
+
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    assert cvtransfer.report(finished_run, out) == out
+    return out

@@ -13,7 +13,7 @@ import yaml
 from cvtransfer import cli
 
 TINY = ["--backbone", "tinycnn", "--weights", "none", "--image-size", "16", "--epochs", "2", "--batch-size", "8",
-        "--no-progress", "--accelerator", "cpu", "--num-workers", "0", "--augment", "none"]
+        "--no-progress", "--accelerator", "cpu", "--num-workers", "0", "--augment", "none", "--no-report"]
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -137,3 +137,23 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_finishes(split_dir: Path, tmp_p
     assert result.returncode == 0, result.stderr
     assert len((run / "history.csv").read_text().strip().splitlines()) - 1 == done + 1
     assert (run / "model.safetensors").is_file()
+
+
+def test_fit_writes_a_report_and_report_rewrites_it(split_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    args = [a for a in TINY if a != "--no-report"]
+    code, _, _ = run_cli(["fit", str(split_dir), *args, "--epochs", "1", "--out", str(run)], monkeypatch, capsys)
+    assert code == 0 and '<section id="grad-cam">' in (run / "report.html").read_text()
+    (run / "report.html").unlink()
+    code, out, _ = run_cli(["report", str(run)], monkeypatch, capsys)
+    assert code == 0 and out.strip() == f"report: {run / 'report.html'}" and (run / "report.html").is_file()
+    code, out, _ = run_cli(["compare", str(run), str(run), "--out", str(tmp_path / "c.html")], monkeypatch, capsys)
+    assert code == 0 and "comparison of 2 runs" in out and (tmp_path / "c.html").is_file()
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_report_and_compare_errors_are_one_line(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli([command, str(tmp_path / "nowhere")], monkeypatch, capsys)
+    assert code == 2 and err == f"error: run folder {tmp_path / 'nowhere'} does not exist\n"

@@ -23,7 +23,7 @@ def test_demo_domains(tmp_path: Path) -> None:
 
 
 def test_demo_runs_every_strategy(tmp_path: Path) -> None:
-    rows = run_demo(tmp_path / "demo", epochs_scale=0.15)
+    rows = run_demo(tmp_path / "demo", epochs_scale=0.15, report=False)  # reports are tested in test_report.py
     assert [r["strategy"] for r in rows] == ["scratch", "linear", "full", "l2sp"]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["seconds"] > 0 for r in rows)
     assert all((Path(r["run"]) / "metrics.json").is_file() for r in rows)

@@ -19,6 +19,8 @@ from cvtransfer.engine.trainer import CHECKPOINT_DIR
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, train
 from cvtransfer.models.backbones import count_parameters, list_backbones
+from cvtransfer.comparison import COMPARE_FILE, write_comparison
+from cvtransfer.report import write_report
 from cvtransfer.run import Run, finish_run, write_predictions
 from cvtransfer.transferability.ranking import Ranking, rank_backbones
 
@@ -62,7 +64,10 @@ def _train_and_finish(config: Config, run_dir: Path, callbacks: Sequence[pl.Call
     if not is_main_process():
         return Run(run_dir)
     features = setup.val_features if not splits.test else None  # evaluation split is val: reuse its cache
-    return finish_run(run_dir, config, splits.classes, setup.built.model, setup.built.preprocessing, features)
+    run = finish_run(run_dir, config, splits.classes, setup.built.model, setup.built.preprocessing, features)
+    if config.report:
+        write_report(run.path)
+    return run
 
 
 def evaluate(run_dir: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
@@ -110,3 +115,15 @@ def _config(config: Config | None, options: dict[str, Any]) -> Config:
     if config is None:
         return Config(**options)
     return config.replace(**options) if options else config
+
+
+def report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of a run folder (default ``RUN_DIR/report.html``); return its path."""
+    return write_report(run_dir, out)
+
+
+def compare(run_dirs: Sequence[str | Path], out: str | Path = COMPARE_FILE) -> Path:
+    """Write one HTML page comparing run folders (table with the best highlighted, overlaid curves)."""
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    return write_comparison(run_dirs, out)

@@ -26,6 +26,7 @@ from cvtransfer.errors import CvTransferError
 from cvtransfer.fitting import default_run_dir
 from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
 from cvtransfer.automatic import DECISIONS_FILE
+from cvtransfer.comparison import COMPARE_FILE
 
 log = logging.getLogger("cvtransfer")
 
@@ -178,6 +179,7 @@ def demo(
     typer.echo(f"\n{'strategy':<10} {'target test accuracy':>21} {'train time':>11}")
     for row in rows:
         typer.echo(f"{row['strategy']:<10} {row['accuracy']:>21.3f} {row['seconds']:>10.1f}s")
+    typer.echo(f"\nreports: {out}/<strategy>/report.html; side by side: {out / 'compare.html'}")
 
 
 def _fmt(value: float | None) -> str:
@@ -238,3 +240,22 @@ def auto(
     if result.negative_transfer:
         typer.echo("NEGATIVE TRANSFER: the transferred model is not better than training from scratch", err=True)
     typer.echo(f"decisions: {result.folder / DECISIONS_FILE}  recommended run: {result.folder / result.recommended}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write report.html: config, data, curves, confusion, per-class table, ROC, diagnosis, top losses, Grad-CAM, t-SNE."""
+    typer.echo(f"report: {api.report(run_dir, out)}")
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders to compare.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path(COMPARE_FILE),
+) -> None:
+    """Compare runs in one HTML page: strategy, backbone, accuracy, F1, time (best highlighted), overlaid curves."""
+    path = api.compare(run_dirs, out)
+    typer.echo(f"comparison of {len(run_dirs)} runs: {path}")

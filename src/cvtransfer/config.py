@@ -87,6 +87,7 @@ class Config:
     out: str | None = opt(None, "Run folder; default runs/<backbone>-<strategy>-<time>.", OUTPUT)
     progress: bool = opt(True, "Show progress bars.", OUTPUT)
     cache_dir: str | None = opt(None, "Feature cache folder; default $CVTRANSFER_CACHE or ~/.cache/cvtransfer.", OUTPUT)
+    report: bool = opt(True, "Write report.html (curves, confusion, ROC, Grad-CAM, embedding...) at the end of the run.", OUTPUT)
     # -- choosing (rank, auto)
     backbones: str | None = opt(None, "Candidate backbones, comma-separated (auto's default: the --budget's list).", CHOOSE)
     budget: Literal["fast", "normal", "thorough"] = opt(

@@ -30,8 +30,12 @@ STRATEGIES = (
 )
 
 
-def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Run the demo into ``out`` (replaced if it exists); one row per strategy with accuracy and time."""
+def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale: float = 1.0,
+             report: bool = True) -> list[dict[str, Any]]:
+    """Run the demo into ``out`` (replaced if it exists); one row per strategy with accuracy and time.
+
+    ``report``: also write each target run's report.html and ``out/compare.html`` (after the timing).
+    """
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -43,7 +47,7 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
 
     start = time.perf_counter()
     source = api.fit(Config(data=str(domains["source"]), backbone=BACKBONE, weights="none", progress=progress,
-                            out=str(out / "source"), **scaled(PRETRAIN)))
+                            out=str(out / "source"), report=False, **scaled(PRETRAIN)))
     log.info("source model: accuracy %.3f on source val in %.1fs", source.metrics["accuracy"],
              time.perf_counter() - start)
     rows = []
@@ -51,8 +55,12 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
         settings = scaled({**TRANSFER, "weights": str(source.path / "model.safetensors"), **options})
         start = time.perf_counter()
         run = api.fit(Config(data=str(domains["target"]), backbone=BACKBONE, progress=progress,
-                             out=str(out / name), **settings))
+                             out=str(out / name), report=False, **settings))
         rows.append({"strategy": name, "accuracy": run.metrics["accuracy"],
                      "seconds": time.perf_counter() - start, "run": str(run.path)})
         log.info("%s: target test accuracy %.3f", name, run.metrics["accuracy"])
+    if report:
+        for row in rows:
+            api.report(row["run"])
+        api.compare([row["run"] for row in rows], out / "compare.html")
     return rows

@@ -74,7 +74,7 @@ def top_losses_figure(predictions: Predictions, indices: Sequence[int], class_na
                       max_pixels: int, columns: int = 4) -> plt.Figure:
     """The images of ``indices`` with their true and predicted labels, probability and loss."""
     rows = math.ceil(len(indices) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 3.2 * rows), squeeze=False)
     losses = predictions.losses()
     for ax, index in zip(axes.flat, indices):
         path, label = predictions.samples[index]

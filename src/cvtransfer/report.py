@@ -1,0 +1,295 @@
+"""``report.html``: one self-contained page per run folder, with everything a person wants to see.
+
+    cvtransfer.report.write_report("runs/resnet18-full")   # or: cvtransfer report RUN_DIR
+
+Sections: summary and config, data, learning curves, confusion matrix, per-class table, ROC curves,
+diagnosis, top losses, Grad-CAM, t-SNE embedding (by class, and by domain for adaptation runs).
+Every figure is drawn with matplotlib and inlined; the page opens from disk without a network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+
+from cvtransfer.config import Config
+from cvtransfer.errors import CvTransferError
+from cvtransfer.evaluation import interpret
+from cvtransfer.evaluation.diagnosis import diagnose
+from cvtransfer.evaluation.html import (Section, cards_html, figure_html, figures_html, note, table_html,
+                                        write_page)
+from cvtransfer.evaluation.metrics import classification_metrics
+from cvtransfer.evaluation.plots import confusion_figure, curves_figure, roc_figure
+from cvtransfer.io import read_json
+from cvtransfer.run import Run
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+# Section ids in page order (the browser test checks each one is on the page).
+SECTIONS = ("summary", "config", "data", "curves", "confusion", "per-class", "roc", "diagnosis",
+            "top-losses", "grad-cam", "embedding")
+TOP_LOSSES = 8
+GRAD_CAM_IMAGES = 8
+EMBEDDING_POINTS = 600  # t-SNE grows quadratically; a random subsample per domain shows the structure
+TARGET_SPLITS = ("target_train", "target_test")  # keys of an adaptation run's splits.json
+
+
+@dataclasses.dataclass
+class ReportData:
+    """What the sections are made from: the run, its splits and the model's outputs on its evaluation split."""
+
+    run: Run
+    splits: dict[str, Any]
+    split_name: str
+    predictions: interpret.Predictions
+    metrics: dict[str, Any]
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``RUN_DIR/report.html`` (or ``out``) for a finished run folder; return its path."""
+    data = _load(Path(run_dir))
+    run = data.run
+    sections = [
+        Section("summary", "Summary", _summary(data)),
+        Section("config", "Configuration", _config_table(run.config)),
+        Section("data", "Data", _data_summary(data)),
+        Section("curves", "Learning curves", _curves(run)),
+        Section("confusion", "Confusion matrix", _confusion(data)),
+        Section("per-class", "Per-class precision, recall, F1", _per_class(data.metrics)),
+        Section("roc", "ROC curves", _roc(data)),
+        Section("diagnosis", "Diagnosis", _diagnosis(run)),
+        Section("top-losses", "Top losses", _top_losses(data)),
+        Section("grad-cam", "Grad-CAM", _grad_cam(data)),
+        Section("embedding", "Feature embedding", _embedding(data)),
+    ]
+    subtitle = f"{run.config.backbone} / {run.config.strategy} on {run.config.data}  ({run.path})"
+    path = write_page(Path(out) if out else run.path / REPORT_FILE, f"Run report: {run.path.name}", subtitle,
+                      sections)
+    log.info("report: %s", path)
+    return path
+
+
+def _load(run_dir: Path) -> ReportData:
+    if not run_dir.is_dir():
+        raise CvTransferError(f"run folder {run_dir} does not exist")
+    run = Run(run_dir)
+    for name in ("splits.json", "classes.json"):
+        if not (run_dir / name).is_file():
+            raise CvTransferError(f"{run_dir / name} is missing: the run has not finished (resume it with --resume)")
+    splits = read_json(run_dir / "splits.json")
+    split_name = next((n for n in ("target_test", "test", "val") if splits.get(n)), None)
+    if split_name is None:
+        raise CvTransferError(f"{run_dir / 'splits.json'} has no test or val images to report on")
+    samples = [(p, int(y)) for p, y in splits[split_name]]
+    predictions = _predict(run, samples)
+    known = predictions.labels >= 0
+    metrics = classification_metrics(_tensor(predictions.probs[known]), _tensor(predictions.labels[known]),
+                                     run.classes)
+    return ReportData(run, splits, split_name, predictions, metrics)
+
+
+def _predict(run: Run, samples: list[tuple[str, int]]) -> interpret.Predictions:
+    from cvtransfer.data.loaders import default_workers
+    from cvtransfer.fitting import pick_device
+
+    config = run.config
+    return interpret.predict_samples(run.model, samples, run.preprocessing, batch_size=config.batch_size,
+                                     num_workers=default_workers(config.num_workers),
+                                     device=pick_device(config.accelerator), max_pixels=config.max_image_pixels)
+
+
+def _tensor(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _summary(data: ReportData) -> Markup:
+    metrics, history = data.metrics, data.run.history
+    seconds = sum(row.get("seconds", 0.0) for row in history if not math.isnan(row.get("seconds", math.nan)))
+    auc = metrics["roc_auc"]
+    cards = [(f"{metrics['accuracy']:.3f}", "accuracy"), (f"{metrics['balanced_accuracy']:.3f}", "balanced accuracy"),
+             (f"{metrics['f1_macro']:.3f}", "macro F1"), ("n/a" if auc is None else f"{auc:.3f}", "ROC-AUC (macro)"),
+             (str(metrics["num_samples"]), f"{data.split_name} images"), (str(len(history)), "epochs"),
+             (f"{seconds:.1f} s", "training time")]
+    return cards_html(cards) + note(
+        f"Metrics on the {data.split_name} split, computed from the model saved in model.safetensors "
+        "(the best checkpoint). Accuracy and F1 are fractions from 0 to 1.")
+
+
+def _config_table(config: Config) -> Markup:
+    defaults = Config()
+    groups: dict[str, list[dataclasses.Field]] = {}
+    for f in dataclasses.fields(Config):
+        groups.setdefault(f.metadata["group"], []).append(f)
+    tables = []
+    for group, fields in groups.items():
+        rows = [(Markup('<span class="{}">{}</span>').format(
+                    "changed" if getattr(config, f.name) != getattr(defaults, f.name) else "", f.name),
+                 _plain(getattr(config, f.name))) for f in fields]
+        tables.append(Markup("<div><h3>{}</h3>{}</div>").format(group, table_html(("option", "value"), rows)))
+    return note("The resolved config (config.yaml); options changed from their defaults are in bold.") + \
+        Markup('<div class="config">{}</div>').format(Markup("").join(tables))
+
+
+def _plain(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _data_summary(data: ReportData) -> Markup:
+    classes, splits = data.run.classes, data.splits
+    names = [n for n in ("train", "val", "test", *TARGET_SPLITS) if splits.get(n)]
+    counts = {n: np.bincount([int(y) for _, y in splits[n] if int(y) >= 0], minlength=len(classes)) for n in names}
+    rows = [[name, *(int(counts[n][i]) for n in names)] for i, name in enumerate(classes)]
+    rows.append([Markup("<b>total</b>"), *(len(splits[n]) for n in names)])
+    body = table_html(("class", *names), rows, numeric=[False] + [True] * len(names))
+    body += note(f"Images per class and split (data: {data.run.config.data}). "
+                 "Unlabelled target images count in the total only.")
+    skipped = splits.get("skipped", [])
+    if skipped:
+        items = Markup("").join(Markup("<li><code>{}</code>: {}</li>").format(p, why) for p, why in skipped)
+        body += Markup("<details><summary>{} file(s) skipped while reading the data</summary><ul>{}</ul></details>"
+                       ).format(len(skipped), items)
+    else:
+        body += note("No file was skipped while reading the data.")
+    return body
+
+
+def _curves(run: Run) -> Markup:
+    history = run.history
+    if not history:
+        return note("No history.csv: this run has no learning curves.")
+    title = f"Learning curves: {run.config.backbone} / {run.config.strategy}"
+    return figure_html(curves_figure(history, title), "learning curves",
+                       "Loss (cross-entropy) and accuracy per epoch, training against validation.")
+
+
+def _confusion(data: ReportData) -> Markup:
+    matrix, classes = data.metrics["confusion_matrix"], data.run.classes
+    return figures_html(
+        figure_html(confusion_figure(matrix, classes), "confusion matrix, counts", "Counts of images."),
+        figure_html(confusion_figure(matrix, classes, normalise=True), "confusion matrix, normalised",
+                    "Each row divided by its number of images: the diagonal is the recall of the class."),
+    ) + note(f"Rows: true class; columns: predicted class ({data.split_name} split).")
+
+
+def _per_class(metrics: dict[str, Any]) -> Markup:
+    per_class = metrics["per_class"]
+    present = [name for name, row in per_class.items() if row["support"] > 0]
+    worst = min(present, key=lambda name: per_class[name]["f1"]) if len(present) > 1 else None
+    rows = [(name, row["precision"], row["recall"], row["f1"], row["support"]) for name, row in per_class.items()]
+    row_classes = ["worst" if name == worst else "" for name in per_class]
+    table = table_html(("class", "precision", "recall", "F1", "images"), rows, numeric=[False, True, True, True, True],
+                       row_classes=row_classes)
+    macro = (f"Macro averages over classes with images: precision {metrics['precision_macro']:.3f}, "
+             f"recall {metrics['recall_macro']:.3f}, F1 {metrics['f1_macro']:.3f}.")
+    return table + note(macro + (f" Lowest F1 (highlighted): {worst}." if worst else ""))
+
+
+def _roc(data: ReportData) -> Markup:
+    predictions = data.predictions
+    known = predictions.labels >= 0
+    return figure_html(roc_figure(predictions.probs[known], predictions.labels[known], data.run.classes),
+                       "ROC curves", "Each class against the rest, scored by its predicted probability.")
+
+
+def _diagnosis(run: Run) -> Markup:
+    result = diagnose(run.history)
+    verdict = Markup('<p><span class="verdict {}">{}</span> {}</p>').format(
+        result.verdict.replace(" ", "-"), result.verdict, result.message)
+    if not result.signals:
+        return verdict
+    from cvtransfer.evaluation import diagnosis as rules
+
+    rows = [(name.replace("_", " "), value) for name, value in result.signals.items()]
+    thresholds = (f"Rules: overfitting when the accuracy gap exceeds {rules.OVERFIT_GAP:.2f} and the val loss rose "
+                  f"more than {rules.VAL_LOSS_RISE:.0%} above its minimum (or the gap exceeds "
+                  f"{rules.LARGE_GAP:.2f}); underfitting when the final train accuracy is below "
+                  f"{rules.UNDERFIT_TRAIN_ACCURACY:.2f}. Signals are from the last epoch with validation.")
+    return verdict + table_html(("signal", "value"), rows, numeric=[False, True]) + note(thresholds)
+
+
+def _top_losses(data: ReportData) -> Markup:
+    indices = interpret.top_losses(data.predictions, TOP_LOSSES)
+    if not indices:
+        return note(f"No image of the {data.split_name} split is misclassified.")
+    fig = interpret.top_losses_figure(data.predictions, indices, data.run.classes, data.run.config.max_image_pixels)
+    return figure_html(fig, "top losses", f"The {len(indices)} misclassified {data.split_name} images with the "
+                       "highest cross-entropy loss: true label, predicted label and its probability.")
+
+
+def _grad_cam(data: ReportData) -> Markup:
+    from cvtransfer.fitting import pick_device
+
+    predictions, classes = data.predictions, data.run.classes
+    chosen = interpret.sample_per_class(predictions.labels, GRAD_CAM_IMAGES)
+    if not chosen:
+        return note("No labelled image to explain.")
+    samples = [predictions.samples[i] for i in chosen]
+    predicted = [int(predictions.predicted[i]) for i in chosen]
+    try:
+        images, maps, layer = interpret.grad_cam(data.run.model, samples, data.run.preprocessing, predicted,
+                                                 data.run.config.max_image_pixels,
+                                                 pick_device(data.run.config.accelerator))
+    except ValueError as err:  # a backbone without a spatial feature map: said on the page, not hidden
+        return note(f"Grad-CAM is not available for backbone {data.run.config.backbone}: {err}.")
+    titles = [f"true {classes[y]}\npredicted {classes[p]}" for (_, y), p in zip(samples, predicted)]
+    fig = interpret.grad_cam_figure(images, maps, titles, layer)
+    return figure_html(fig, "Grad-CAM overlays", "Where the model looks: regions that raise the score of the "
+                       "predicted class (red high, blue low), one image per class in turn.")
+
+
+def _embedding(data: ReportData) -> Markup:
+    features, labels, domains = _embedding_inputs(data)
+    if len(features) < 5:
+        return note("Too few images for a t-SNE embedding (5 needed).")
+    points = interpret.embed_2d(features, seed=data.run.config.seed)
+    fig = interpret.embedding_figure(points, labels, data.run.classes, domains)
+    what = f"{len(points)} {data.split_name} images" if domains is None else \
+        f"{int((domains == 'source').sum())} source and {int((domains == 'target').sum())} target images"
+    return figure_html(fig, "t-SNE embedding", f"Backbone features of {what} (at most {EMBEDDING_POINTS} per "
+                       "domain), projected to 2-D by t-SNE: nearby points have similar features; axes have no unit.")
+
+
+def _embedding_inputs(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features and labels to embed; for adaptation runs source and target images with their domain."""
+    seed = data.run.config.seed
+    target = data.predictions
+    if data.split_name not in TARGET_SPLITS:
+        keep = interpret.subsample(len(target.labels), EMBEDDING_POINTS, seed)
+        return target.features[keep], target.labels[keep], None
+    source_split = next((n for n in ("test", "val", "train") if data.splits.get(n)), None)
+    source_samples = [(p, int(y)) for p, y in data.splits.get(source_split, [])]
+    keep_source = interpret.subsample(len(source_samples), EMBEDDING_POINTS, seed)
+    source = _predict(data.run, [source_samples[i] for i in keep_source])
+    keep = interpret.subsample(len(target.labels), EMBEDDING_POINTS, seed)
+    features = np.concatenate([source.features, target.features[keep]])
+    labels = np.concatenate([source.labels, target.labels[keep]])
+    domains = np.array(["source"] * len(source.labels) + ["target"] * len(keep))
+    return features, labels, domains
+
+
+class _ReportModule(types.ModuleType):
+    """``cvtransfer.report`` is this module and also the API call ``cvtransfer.report(run_dir)``.
+
+    Both names were promised (``cvtransfer.report.write_report`` and ``cvtransfer.report(...)``); a
+    function of that name in the package would be replaced by this module as soon as anything
+    imported it, so the module itself forwards calls to :func:`cvtransfer.api.report`.
+    """
+
+    def __call__(self, run_dir: str | Path, out: str | Path | None = None) -> Path:
+        from cvtransfer.api import report
+
+        return report(run_dir, out)
+
+
+sys.modules[__name__].__class__ = _ReportModule
