@@ -28,6 +28,7 @@ DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Opti
 CHOOSE = "Choosing"  # rank and auto: candidate backbones, budget, the rules of the automatic choice
 # The groups every training command (fit, lr-find, ...) exposes; a command adds its own group to them.
 TRAINING_GROUPS = (DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT)
+ADAPT = "Adaptation"  # cvtransfer adapt
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Config:
     lr: float = opt(1e-3, "Base learning rate.", OPTIM, 0.0)
     weight_decay: float = opt(0.01, "Weight decay (not applied to biases and norm layers).", OPTIM, 0.0)
     momentum: float = opt(0.9, "Momentum for sgd and rmsprop.", OPTIM, 0.0, 1.0)
-    scheduler: Literal["cosine", "step", "onecycle", "none"] = opt("cosine", "LR schedule, stepped every optimizer step.", OPTIM)
+    scheduler: Literal["cosine", "step", "onecycle", "inv", "none"] = opt("cosine", "LR schedule, stepped every optimizer step; inv: lr * (1 + 10 p)^-0.75 at progress p (domain adaptation's).", OPTIM)
     warmup_epochs: float = opt(0.0, "Linear LR warm-up length in epochs.", OPTIM, 0.0)
     label_smoothing: float = opt(0.0, "Label smoothing of the cross-entropy.", OPTIM, 0.0, 1.0)
     # -- training
@@ -100,6 +101,19 @@ class Config:
                               CHOOSE, 1)
     small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
     small_images: int = opt(1000, "auto: fewer training images than this is small data.", CHOOSE, 1)
+    # -- adaptation (cvtransfer adapt; the source domain is ``data``)
+    target: str | None = opt(None, "TGT_DIR: target images (class folders, labels used only for evaluation; or a plain folder), or a feature file.", ADAPT)
+    target_test: str | None = opt(None, "Labelled target test set; default TGT_DIR's test/ folder, else the target images themselves.", ADAPT)
+    method: str = opt("source-only", "Adaptation method: source-only, dan, coral, dann, cdan, cdan+e, adda, mcc.", ADAPT)
+    trade_off: float = opt(1.0, "Weight of the method's loss added to the source cross-entropy.", ADAPT, 0.0)
+    mcc: float = opt(0.0, "Add minimum class confusion with this weight to --method (0 = off).", ADAPT, 0.0)
+    bottleneck_dim: int = opt(0, "Linear+BN+ReLU bottleneck between backbone and head, 0 = none (adapt's default: 256).", ADAPT, 0)
+    iters_per_epoch: int = opt(500, "adapt: iterations per epoch, each one source and one target batch of --batch-size.", ADAPT, 1)
+    discriminator_dim: int = opt(1024, "Hidden width of the domain discriminators (dann, cdan, adda).", ADAPT, 1)
+    source_epochs: int = opt(3, "adda: epochs of source-only training before the adversarial stage.", ADAPT, 1)
+    select_by: str = opt("snd", "Keep the epoch that is best by an unsupervised target score: snd, entropy, dev, or none (the last).", ADAPT)
+    mlp_dim: int = opt(512, "Feature files: hidden width of the MLP that stands in for the backbone.", ADAPT, 1)
+    cache_images: bool = opt(False, "Keep decoded images in memory (small datasets: no decoding after the first epoch).", ADAPT)
 
     def __post_init__(self) -> None:
         validate(self)

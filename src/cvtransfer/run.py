@@ -132,7 +132,7 @@ class Run:
             raise DataError(f"no images to evaluate in the {name} split")
         if features is not None:
             with torch.inference_mode():
-                probs, targets = self.model.head(features[0]).softmax(dim=1), features[1]
+                probs, targets = self.model.forward_head(features[0]).softmax(dim=1), features[1]
         else:
             probs, targets = self._probs(samples)
         metrics = classification_metrics(probs, targets, self.classes)

@@ -28,7 +28,10 @@ def build_optimizer(config: Config, param_groups: list[dict[str, Any]]) -> Optim
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
-    """Multiplier of the base LR at ``step``: linear warm-up, then cosine, step (x0.1 per third) or flat."""
+    """Multiplier of the base LR at ``step``: linear warm-up, then cosine, step (x0.1 per third), inv or flat.
+
+    inv is (1 + 10 p)^-0.75 at progress p (Ganin et al. 2016; Long et al.'s DA papers and TLlib).
+    """
     if warmup and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -36,6 +39,8 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if kind == "step":
         return 0.1 ** min(2, int(progress * 3))
+    if kind == "inv":
+        return (1.0 + 10.0 * progress) ** -0.75
     return 1.0
 
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cvtransfer.data.transforms import Preprocessing
+from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone, create_backbone
+from cvtransfer.models.feature_mlp import feature_backbone
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import LoadReport, load_into, resolve_weights_file
 
@@ -28,11 +30,29 @@ class BuiltModel:
 
 def build_model(
     backbone_name: str, weights: str, num_classes: int, image_size: int | None = None, drop_rate: float = 0.0,
-    seed: int = 0,
+    seed: int = 0, bottleneck_dim: int = 0,
 ) -> BuiltModel:
     """Create ``backbone_name`` with ``weights`` (imagenet, none or a path) and a ``num_classes`` head."""
     backbone = create_backbone(backbone_name, pretrained=weights == "imagenet")
-    model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate)
+    return _assemble(backbone, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim)
+
+
+def build_feature_model(
+    in_features: int, weights: str, num_classes: int, mlp_dim: int = 512, drop_rate: float = 0.0, seed: int = 0,
+    bottleneck_dim: int = 0,
+) -> BuiltModel:
+    """An MLP over precomputed features (feature files) in place of a backbone; ``weights`` none or a path."""
+    if weights == "imagenet":
+        raise ConfigError("feature files train a small MLP from scratch: use --weights none (or the path of a "
+                          "run trained on the same features)")
+    return _assemble(feature_backbone(in_features, mlp_dim), weights, num_classes, None, drop_rate, seed,
+                     bottleneck_dim)
+
+
+def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: int | None, drop_rate: float,
+              seed: int, bottleneck_dim: int) -> BuiltModel:
+    model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate,
+                          bottleneck_dim)
     preprocessing, report = backbone.preprocessing, None
     if weights == "imagenet":
         weights_id = f"imagenet:{backbone.name}"

@@ -16,8 +16,18 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 
+def make_bottleneck(num_features: int, width: int) -> nn.Module:
+    """Linear + BatchNorm1d + ReLU to ``width`` features (the domain-adaptation bottleneck); Identity if 0."""
+    if width <= 0:
+        return nn.Identity()
+    return nn.Sequential(nn.Linear(num_features, width), nn.BatchNorm1d(width), nn.ReLU())
+
+
 class TransferModel(nn.Module):
-    """``head(dropout(backbone(x)))`` with the backbone's layer groups (stem first)."""
+    """``head(dropout(bottleneck(backbone(x))))`` with the backbone's layer groups (stem first).
+
+    The bottleneck is Identity unless ``bottleneck_dim`` > 0 (domain adaptation aligns its output).
+    """
 
     def __init__(
         self,
@@ -26,11 +36,13 @@ class TransferModel(nn.Module):
         num_classes: int,
         layer_groups: list[list[str]],
         drop_rate: float = 0.0,
+        bottleneck_dim: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.bottleneck = make_bottleneck(num_features, bottleneck_dim)
         self.dropout = nn.Dropout(drop_rate)
-        self.head = nn.Linear(num_features, num_classes)
+        self.head = nn.Linear(bottleneck_dim or num_features, num_classes)
         self.layer_groups = layer_groups
         self.frozen_groups: frozenset[int] = frozenset()
         self._norm_layers = self._norm_layers_by_group()
@@ -43,12 +55,29 @@ class TransferModel(nn.Module):
     def num_groups(self) -> int:
         return len(self.layer_groups)
 
+    @property
+    def features_dim(self) -> int:
+        """Width of :meth:`embed`'s output (the bottleneck's, else the backbone's)."""
+        return self.head.in_features
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features, shape (batch, num_features)."""
         return self.backbone(x)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the head reads: bottleneck(backbone(x)), shape (batch, features_dim)."""
+        return self.bottleneck(self.forward_features(x))
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits from :meth:`embed`'s output."""
+        return self.head(self.dropout(embedding))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from backbone features (as cached for linear probes)."""
+        return self.classify(self.bottleneck(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.forward_features(x)))
+        return self.classify(self.embed(x))
 
     def group_parameters(self, group: int) -> Iterator[nn.Parameter]:
         """Parameters of backbone layer group ``group``."""

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 METADATA_KEY = "cvtransfer"
 MODEL_FILE = "model.safetensors"
-OUR_PREFIXES = ("backbone.", "head.")
+OUR_PREFIXES = ("backbone.", "bottleneck.", "head.")
 WRAPPER_PREFIXES = ("network.", "model.", "module.", "_orig_mod.")
 
 
@@ -140,6 +140,9 @@ def load_into(model: TransferModel, backbone: Backbone, path: str | Path) -> tup
     body, head = split_backbone_and_head(state, backbone)
     report = LoadReport(source=str(path))
     report.loaded += _load_filtered(model.backbone, body, report, prefix="")
+    bottleneck = {k[len("bottleneck."):]: v for k, v in _strip_wrappers(state).items() if k.startswith("bottleneck.")}
+    if bottleneck:  # a cvtransfer model with a bottleneck (an adaptation run, ADDA's source stage)
+        report.loaded += _load_filtered(model.bottleneck, bottleneck, report, prefix="bottleneck.", count_missing=False)
     if head:
         report.loaded += _load_filtered(model.head, head, report, prefix="head.", count_missing=False)
     if report.loaded == 0:

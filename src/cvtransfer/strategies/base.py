@@ -56,7 +56,7 @@ def layerwise_param_groups(
     """One group per layer group (and decay/no-decay split) with discriminative learning rates.
 
     Group ``i`` of ``n`` (stem = 0) gets ``lr * backbone_lr_mult * layer_decay ** (n - i)``; the
-    head gets ``lr * head_lr_mult``. Parameters that do not require gradients are left out.
+    head (and the bottleneck, if any) gets ``lr * head_lr_mult``. Parameters that do not require gradients are left out.
     """
     decay = config.weight_decay if weight_decay is None else weight_decay
     named = dict(model.backbone.named_parameters())
@@ -65,7 +65,9 @@ def layerwise_param_groups(
     for index, names in enumerate(model.layer_groups):
         lr = config.lr * backbone_lr_mult * config.layer_decay ** (n - index)
         groups += _split_decay(f"group{index}", [(k, named[k]) for k in names], lr, decay)
-    groups += _split_decay("head", list(model.head.named_parameters()), config.lr * config.head_lr_mult, decay)
+    head_lr = config.lr * config.head_lr_mult
+    groups += _split_decay("bottleneck", list(model.bottleneck.named_parameters()), head_lr, decay)
+    groups += _split_decay("head", list(model.head.named_parameters()), head_lr, decay)
     return [g for g in groups if g["params"]]
 
 

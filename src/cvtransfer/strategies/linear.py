@@ -13,7 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from torch import nn
 
+from cvtransfer.errors import ConfigError
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.strategies.base import STRATEGIES, Strategy
 
@@ -26,6 +28,9 @@ class LinearProbe(Strategy):
     uses_feature_cache = True
 
     def setup(self) -> None:
+        if not isinstance(self.model.bottleneck, nn.Identity):
+            raise ConfigError("--strategy linear trains the head on cached backbone features and takes no "
+                              "bottleneck: use --bottleneck-dim 0, or --strategy partial to train a bottleneck")
         self.model.set_frozen_groups(range(self.model.num_groups), requires_grad=False)
 
     def param_groups(self) -> list[dict]:
