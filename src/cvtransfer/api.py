@@ -54,6 +54,10 @@ def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrid
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if not last.is_file():
         log.warning("%s has no checkpoint yet: starting its training from the beginning", run_dir)
+    if config.target is not None:  # an adaptation run
+        from cvtransfer.adapting import adapt_run
+
+        return adapt_run(config, run_dir, list(callbacks), resume_from=last if last.is_file() else None)
     return _train_and_finish(config, run_dir, callbacks, resume_from=last if last.is_file() else None)
 
 
@@ -107,6 +111,44 @@ def auto(config: Config | None = None, **options: Any) -> AutoResult:
     from cvtransfer.automatic import run_auto  # automatic.py builds on this module's fit
 
     return run_auto(_config(config, options))
+
+
+def adapt(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
+    """Adapt from labelled ``data`` (the source) to unlabelled ``target``; return the run folder.
+
+    ``cvtransfer.adapt(data="mnist/", target="usps/", method="dann", backbone="lenet", weights="none")``.
+    Options not given take adapt's defaults (SGD, lr 0.01, inv schedule, 20 epochs; see ADAPT_DEFAULTS);
+    a ``config`` is used as it is.
+    """
+    from cvtransfer.adapting import adapt_run, adaptation_config
+
+    config = config.replace(**options) if config is not None else Config(**adaptation_config(options))
+    if config.target is None or config.data is None:
+        raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
+    run_dir = Path(config.out) if config.out else default_run_dir(config, prefix=f"adapt-{config.method}-")
+    config = config.replace(out=str(run_dir))
+    if is_main_process():
+        if (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    return adapt_run(config, run_dir, list(callbacks))
+
+
+def shift(source: str | Path, target: str | Path, config: Config | None = None, out: str | Path | None = None,
+          **options: Any) -> dict[str, Any]:
+    """MMD, proxy A-distance and Wasserstein distance between two domains in a backbone's features.
+
+    Written to ``out``/shift.json when ``out`` is given. ``cvtransfer.shift("a/", "b/", backbone="resnet18")``.
+    """
+    from cvtransfer.adapting import SHIFT_FILE, measure_shift
+    from cvtransfer.io import write_json
+
+    result = measure_shift(_config(config, options), source, target)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out) / SHIFT_FILE, result)
+    return result
 
 
 def _config(config: Config | None, options: dict[str, Any]) -> Config:

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import sys
+import time
 import typing
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ import typer
 
 from cvtransfer import api
 from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
-from cvtransfer.config import CHOOSE, DATA, MODEL, OUTPUT, TRAIN
+from cvtransfer.config import ADAPT, CHOOSE, DATA, MODEL, OUTPUT, TRAIN
 from cvtransfer.errors import CvTransferError
 from cvtransfer.fitting import default_run_dir
 from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
@@ -259,3 +260,106 @@ def compare(
     """Compare runs in one HTML page: strategy, backbone, accuracy, F1, time (best highlighted), overlaid curves."""
     path = api.compare(run_dirs, out)
     typer.echo(f"comparison of {len(run_dirs)} runs: {path}")
+
+
+ADAPT_SKIP = POSITIONAL_FIELDS | {"head", "mixup", "cutmix", "monitor", "budget", "backbones", "validate", "rank_by",
+                                  "tiny_per_class", "small_per_class", "small_images"}
+
+
+def _build_adapt_config(source: Path | None, config_file: Path | None, overrides: dict[str, Any]) -> Config:
+    """adapt's precedence: defaults < adapt's own defaults (ADAPT_DEFAULTS) < --config FILE < command line."""
+    import yaml
+
+    from cvtransfer.adapting import adaptation_config
+    from cvtransfer.config import from_dict
+
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        Config.load(config_file)  # validates the file, with one-line errors
+        file_values = yaml.safe_load(config_file.read_text()) or {}
+    if source is not None:
+        overrides = {**overrides, "data": str(source)}
+    return from_dict(adaptation_config({**file_values, **overrides}))
+
+
+@app.command()
+@config_options(groups=TRAINING_GROUPS + (ADAPT,), skip=frozenset(ADAPT_SKIP))
+def adapt(
+    source: Annotated[Optional[Path], typer.Option(help="SRC_DIR: labelled source images (class folders, "
+                                                        "train/ val/ layout or CSV), or a feature file.")] = None,
+    config: ConfigFile = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted adaptation run in RUN_DIR.")] = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Domain adaptation: labelled --source, unlabelled --target; dan, coral, dann, cdan, cdan+e, adda, mcc.
+
+    adapt's own defaults (over the options' listed ones): --optimizer sgd --lr 0.01 --weight-decay 0.001
+    --scheduler inv --epochs 20.
+    """
+    if resume is not None:
+        run_dir = resume
+        start = functools.partial(api.resume, resume, **(overrides or {}))
+    else:
+        settings = _build_adapt_config(source, config, overrides or {})
+        run_dir = Path(settings.out or default_run_dir(settings, prefix=f"adapt-{settings.method}-"))
+        start = functools.partial(api.adapt, settings.replace(out=str(run_dir)))
+    try:
+        run = start()
+    except (KeyboardInterrupt, SystemExit):
+        typer.echo(f"interrupted: finished epochs are kept; continue with: cvtransfer adapt --resume {run_dir}", err=True)
+        sys.exit(130)
+    typer.echo(adaptation_summary(run))
+
+
+def adaptation_summary(run: Any) -> str:
+    """Target accuracy, the epoch kept and why, and the shift before/after, in a few lines."""
+    from cvtransfer.adapting import SHIFT_FILE
+    from cvtransfer.io import read_json
+
+    metrics, history, config = run.metrics, run.history, run.config
+    lines = [f"method {config.method}: {metrics['split']} accuracy {metrics['accuracy']:.4f}, macro F1 "
+             f"{metrics['f1_macro']:.4f} ({metrics['num_samples']} images)"]
+    if history and config.select_by != "none":
+        column = f"val_{config.select_by}"
+        values = [row.get(column, float("nan")) for row in history]
+        from cvtransfer.adaptation.selection import SELECTION_SCORES
+
+        pick = max if SELECTION_SCORES.get(config.select_by).mode == "max" else min
+        kept = pick(range(len(values)), key=lambda i: values[i])
+        lines.append(f"kept epoch {int(history[kept]['epoch'])} of {len(history)} (best {column} = {values[kept]:.4g}; "
+                     "no target label was used)")
+    shift_file = run.path / SHIFT_FILE
+    if shift_file.is_file():
+        shift = read_json(shift_file)
+        if "before" in shift and "after" in shift:
+            lines.append("shift (backbone features)  " + "  ".join(
+                f"{name} {shift['before'][name]:.3g} -> {shift['after'][name]:.3g}"
+                for name in ("mmd2", "proxy_a_distance", "wasserstein")))
+    lines.append(f"run folder: {run.path}")
+    return "\n".join(lines)
+
+
+
+@app.command()
+@config_options(groups=(DATA, MODEL, TRAIN, OUTPUT, ADAPT), skip=frozenset(
+    ADAPT_SKIP | {"val_split", "test_split", "augment", "class_weights", "balanced_sampler", "drop_rate", "epochs",
+                  "accumulate", "grad_clip", "precision", "early_stop", "devices", "num_nodes", "distributed", "target",
+                  "target_test", "method", "trade_off", "mcc", "bottleneck_dim", "iters_per_epoch",
+                  "discriminator_dim", "source_epochs", "select_by", "selection_samples", "mlp_dim", "cache_dir",
+                  "progress"}))
+def shift(
+    source: Annotated[Path, typer.Argument(help="SRC_DIR (images, any layout) or a feature file.")],
+    target: Annotated[Path, typer.Argument(help="TGT_DIR (images, any layout) or a feature file.")],
+    config: ConfigFile = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Measure the domain shift in a backbone's features: MMD, proxy A-distance, Wasserstein; writes shift.json."""
+    settings = _build_config(None, config, overrides or {})
+    out = Path(settings.out) if settings.out else Path("runs") / f"shift-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = api.shift(source, target, settings, out=out)
+    typer.echo(f"features: {result['features']} ({result['source_samples']} source, {result['target_samples']} "
+               f"target samples, {result['feature_dim']} dims)")
+    typer.echo(f"MMD^2 (Gaussian kernel, median-heuristic bandwidth)  {result['mmd2']:.4g}")
+    typer.echo(f"proxy A-distance (0 = same, 2 = separable)          {result['proxy_a_distance']:.4g}")
+    typer.echo(f"Wasserstein-1 (exact, POT)                          {result['wasserstein']:.4g}")
+    typer.echo(f"written to {out / 'shift.json'}")

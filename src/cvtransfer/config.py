@@ -102,18 +102,27 @@ class Config:
     small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
     small_images: int = opt(1000, "auto: fewer training images than this is small data.", CHOOSE, 1)
     # -- adaptation (cvtransfer adapt; the source domain is ``data``)
-    target: str | None = opt(None, "TGT_DIR: target images (class folders, labels used only for evaluation; or a plain folder), or a feature file.", ADAPT)
-    target_test: str | None = opt(None, "Labelled target test set; default TGT_DIR's test/ folder, else the target images themselves.", ADAPT)
+    target: str | None = opt(None, "TGT_DIR: target images (class folders whose labels are used only for evaluation, a "
+                             "train/ [test/] layout, or a plain folder without labels), or a feature file.", ADAPT)
+    target_test: str | None = opt(None, "Labelled target test set; default TGT_DIR/test/, else the labelled target "
+                                  "images themselves (the papers' transductive protocol).", ADAPT)
     method: str = opt("source-only", "Adaptation method: source-only, dan, coral, dann, cdan, cdan+e, adda, mcc.", ADAPT)
     trade_off: float = opt(1.0, "Weight of the method's loss added to the source cross-entropy.", ADAPT, 0.0)
-    mcc: float = opt(0.0, "Add minimum class confusion with this weight to --method (0 = off).", ADAPT, 0.0)
-    bottleneck_dim: int = opt(0, "Linear+BN+ReLU bottleneck between backbone and head, 0 = none (adapt's default: 256).", ADAPT, 0)
-    iters_per_epoch: int = opt(500, "adapt: iterations per epoch, each one source and one target batch of --batch-size.", ADAPT, 1)
+    mcc: float = opt(0.0, "Also add minimum class confusion with this weight to --method (0 = off).", ADAPT, 0.0)
+    bottleneck_dim: int = opt(256, "adapt: width of the Linear+BN+ReLU bottleneck the losses align (0 = none).",
+                              ADAPT, 0)
+    iters_per_epoch: int = opt(500, "adapt: iterations per epoch, each on one source and one target batch of "
+                               "--batch-size.", ADAPT, 1)
     discriminator_dim: int = opt(1024, "Hidden width of the domain discriminators (dann, cdan, adda).", ADAPT, 1)
     source_epochs: int = opt(3, "adda: epochs of source-only training before the adversarial stage.", ADAPT, 1)
-    select_by: str = opt("snd", "Keep the epoch that is best by an unsupervised target score: snd, entropy, dev, or none (the last).", ADAPT)
+    select_by: Literal["snd", "entropy", "dev", "none"] = opt(
+        "snd", "Keep the epoch that is best by an unsupervised target score (snd, entropy, dev), or the last (none).",
+        ADAPT)
+    selection_samples: int = opt(2000, "Unlabelled target images (a fixed sample) scored each epoch for --select-by.",
+                                 ADAPT, 10)
     mlp_dim: int = opt(512, "Feature files: hidden width of the MLP that stands in for the backbone.", ADAPT, 1)
-    cache_images: bool = opt(False, "Keep decoded images in memory (small datasets: no decoding after the first epoch).", ADAPT)
+    shift_samples: int = opt(1000, "Images per domain for the shift measures (MMD, A-distance, Wasserstein).",
+                             ADAPT, 4)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -18,9 +18,10 @@ import torch
 
 from cvtransfer.config import Config
 from cvtransfer.data.features import prepare_for_inference
+from cvtransfer.data.domains import domain_dataset
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.images import check_images, is_image_file, list_files
-from cvtransfer.data.loaders import ImageDataset, default_workers, make_loader
+from cvtransfer.data.loaders import default_workers, make_loader
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
@@ -29,7 +30,7 @@ from cvtransfer.evaluation.diagnosis import diagnose
 from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
 from cvtransfer.io import atomic_write_text, read_json, write_json
-from cvtransfer.models.backbones import create_backbone
+from cvtransfer.models.factory import rebuild_model
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import MODEL_FILE, read_state_dict
 
@@ -42,7 +43,7 @@ def export_model(run_dir: Path, config: Config, classes: list[str], model: Trans
                  preprocessing: Preprocessing) -> None:
     """Write model.safetensors (with backbone, classes and preprocessing as metadata) and classes.json."""
     metadata = {"backbone": config.backbone, "classes": classes, "preprocessing": preprocessing.to_dict(),
-                "strategy": config.strategy}
+                "strategy": config.strategy, "architecture": model.architecture}
     save_model(model, run_dir / MODEL_FILE, metadata)
     write_json(run_dir / "classes.json", classes)
 
@@ -52,12 +53,14 @@ def predict_probs(model: torch.nn.Module, samples: Sequence[Sample], preprocessi
                   batch_size: int = 64, device: torch.device | str = "cpu", num_workers: int = 0,
                   max_pixels: int = 89_478_485) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities and labels of ``samples``."""
-    loader = make_loader(ImageDataset(samples, eval_transform(preprocessing), max_pixels), batch_size, train=False,
-                         num_workers=num_workers)
+    loader = make_loader(domain_dataset(list(samples), eval_transform(preprocessing), max_pixels), batch_size,
+                         train=False, num_workers=num_workers)
     model = prepare_for_inference(model, device)
     probs, labels = [], []
     for images, targets in loader:
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        images = images.to(device)
+        if images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         probs.append(model(images).float().softmax(dim=1).cpu())
         labels.append(targets)
     if not probs:
@@ -99,9 +102,7 @@ class Run:
         if not path.is_file():
             raise CvTransferError(f"{path} is missing: the run has not finished (resume it with --resume)")
         state, metadata = read_state_dict(path)
-        backbone = create_backbone(metadata.get("backbone", self.config.backbone), pretrained=False)
-        model = TransferModel(backbone.module, backbone.num_features, len(metadata["classes"]),
-                              backbone.layer_groups)
+        model = rebuild_model(metadata, len(metadata["classes"]), self.config.backbone)
         model.load_state_dict(state)
         return model.eval(), Preprocessing.from_dict(metadata["preprocessing"])
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cvtransfer.data.loaders import ImageDataset, make_loader
+from cvtransfer.data.loaders import make_loader
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.io import atomic_path
 
@@ -52,13 +52,17 @@ def compute_features(
     num_workers: int = 0, device: torch.device | str = "cpu", max_pixels: int = 89_478_485,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, labels) of ``samples`` through ``network`` with the evaluation transform."""
-    loader = make_loader(ImageDataset(samples, eval_transform(preprocessing), max_pixels), batch_size,
+    from cvtransfer.data.domains import domain_dataset  # feature-file rows pass through the network too
+
+    loader = make_loader(domain_dataset(list(samples), eval_transform(preprocessing), max_pixels), batch_size,
                          train=False, num_workers=num_workers)
     was_training = network.training
     network = prepare_for_inference(network, device)
     chunks, labels = [], []
     for images, targets in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True)
+        if images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         chunks.append(network(images).float().cpu())
         labels.append(targets)
     network.train(was_training)

@@ -37,18 +37,23 @@ def build_trainer(
     run_dir: Path,
     callbacks: list[pl.Callback] | None = None,
     extra_metrics: tuple[str, ...] = (),
+    monitor: tuple[str | None, str] | None = None,
 ) -> pl.Trainer:
-    """A Trainer writing checkpoints and history into ``run_dir``."""
-    mode = "min" if config.monitor.endswith("loss") else "max"
-    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor=config.monitor, mode=mode,
+    """A Trainer writing checkpoints and history into ``run_dir``.
+
+    ``monitor``: (metric, "min" or "max") that picks best.ckpt, instead of ``--monitor``; a metric of
+    None keeps the last epoch as the best.
+    """
+    metric, mode = monitor or (config.monitor, "min" if config.monitor.endswith("loss") else "max")
+    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor=metric, mode=mode,
                            save_top_k=1, enable_version_counter=False)
     # A second checkpoint, written every epoch whatever the metric did: what --resume continues from
     # (Lightning's save_last only follows a top-k save).
     last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     all_callbacks: list[pl.Callback] = [best, last, HistoryWriter(run_dir / "history.csv", extra_metrics)]
-    if config.early_stop:
-        all_callbacks.append(EarlyStopping(monitor=config.monitor, mode=mode, patience=config.early_stop))
+    if config.early_stop and metric is not None:
+        all_callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=config.early_stop))
     if config.progress:
         all_callbacks.append(TQDMProgressBar(leave=False))
     return pl.Trainer(

@@ -45,8 +45,21 @@ def build_feature_model(
     if weights == "imagenet":
         raise ConfigError("feature files train a small MLP from scratch: use --weights none (or the path of a "
                           "run trained on the same features)")
-    return _assemble(feature_backbone(in_features, mlp_dim), weights, num_classes, None, drop_rate, seed,
-                     bottleneck_dim)
+    built = _assemble(feature_backbone(in_features, mlp_dim), weights, num_classes, None, drop_rate, seed,
+                      bottleneck_dim)
+    built.model.architecture.update(in_features=in_features, mlp_dim=mlp_dim)
+    return built
+
+
+def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> TransferModel:
+    """An untrained model of the architecture a saved model's metadata describes (its tensors load into it)."""
+    architecture = metadata.get("architecture") or {}
+    if "in_features" in architecture:
+        backbone = feature_backbone(int(architecture["in_features"]), int(architecture["mlp_dim"]))
+    else:
+        backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False)
+    return TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups,
+                         bottleneck_dim=int(architecture.get("bottleneck_dim", 0)))
 
 
 def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: int | None, drop_rate: float,

@@ -44,6 +44,7 @@ class TransferModel(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(bottleneck_dim or num_features, num_classes)
         self.layer_groups = layer_groups
+        self.architecture: dict[str, int] = {"bottleneck_dim": bottleneck_dim}  # saved with the model
         self.frozen_groups: frozenset[int] = frozenset()
         self._norm_layers = self._norm_layers_by_group()
 
