@@ -194,7 +194,12 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
              shift["after"]["proxy_a_distance"])
     if not splits.test:
         splits.test = splits.val  # nothing labelled on the target: evaluate on the source validation split
-    return finish_run(run_dir, config, splits.classes, model, built.preprocessing)
+    run = finish_run(run_dir, config, splits.classes, model, built.preprocessing)
+    if config.report:
+        from cvtransfer.report import write_report
+
+        write_report(run.path)
+    return run
 
 
 def _source_stage(config: Config, run_dir: Path, splits: DomainSplits) -> Run:
@@ -202,7 +207,7 @@ def _source_stage(config: Config, run_dir: Path, splits: DomainSplits) -> Run:
     stage_dir = run_dir / SOURCE_STAGE
     if (stage_dir / "model.safetensors").is_file():
         return Run(stage_dir)
-    stage = config.replace(method="source-only", mcc=0.0, epochs=config.source_epochs, out=str(stage_dir))
+    stage = config.replace(method="source-only", mcc=0.0, epochs=config.source_epochs, report=False, out=str(stage_dir))
     stage_dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         stage.save(stage_dir / "config.yaml")

@@ -218,8 +218,18 @@ def _diagnosis(run: Run) -> Markup:
     return verdict + table_html(("signal", "value"), rows, numeric=[False, True]) + note(thresholds)
 
 
+def _feature_rows(data: ReportData) -> bool:
+    """True for a run on a feature file (samples are FILE#ROW): there are no images to show."""
+    from cvtransfer.data.domains import is_feature_sample
+
+    return bool(data.predictions.samples) and is_feature_sample(data.predictions.samples[0][0])
+
+
 def _top_losses(data: ReportData) -> Markup:
     indices = interpret.top_losses(data.predictions, TOP_LOSSES)
+    if _feature_rows(data):
+        rows = ", ".join(f"{data.predictions.samples[i][0].rpartition('#')[2]}" for i in indices) or "none"
+        return note(f"This run reads precomputed features, not images: the most confidently wrong rows are {rows}.")
     if not indices:
         return note(f"No image of the {data.split_name} split is misclassified.")
     fig = interpret.top_losses_figure(data.predictions, indices, data.run.classes, data.run.config.max_image_pixels)
@@ -231,6 +241,8 @@ def _grad_cam(data: ReportData) -> Markup:
     from cvtransfer.fitting import pick_device
 
     predictions, classes = data.predictions, data.run.classes
+    if _feature_rows(data):
+        return note("This run reads precomputed features, not images: there is no image to explain.")
     chosen = interpret.sample_per_class(predictions.labels, GRAD_CAM_IMAGES)
     if not chosen:
         return note("No labelled image to explain.")
@@ -267,7 +279,8 @@ def _embedding_inputs(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndar
     if data.split_name not in TARGET_SPLITS:
         keep = interpret.subsample(len(target.labels), EMBEDDING_POINTS, seed)
         return target.features[keep], target.labels[keep], None
-    source_split = next((n for n in ("test", "val", "train") if data.splits.get(n)), None)
+    # an adaptation run's "test" is the target test set: the source is its val (else train) split
+    source_split = next((n for n in ("val", "train") if data.splits.get(n)), None)
     source_samples = [(p, int(y)) for p, y in data.splits.get(source_split, [])]
     keep_source = interpret.subsample(len(source_samples), EMBEDDING_POINTS, seed)
     source = _predict(data.run, [source_samples[i] for i in keep_source])

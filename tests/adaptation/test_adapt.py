@@ -66,6 +66,8 @@ def test_cli_adapt_writes_a_complete_run(domains: tuple[Path, Path], tmp_path: P
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["num_samples"] == 15  # evaluated on the target test images
     assert (run / "model.safetensors").is_file()
+    report = (run / "report.html").read_text()  # written by adapt too; the embedding shows both domains
+    assert "6 source and 15 target images" in report and '<section id="grad-cam">' in report
 
 
 @pytest.mark.parametrize("method", sorted(DA_METHODS.names()))
@@ -137,8 +139,9 @@ def test_adapt_and_shift_on_feature_files(tmp_path: Path, monkeypatch: pytest.Mo
     write_feature_domain(source, 30, 0.0, seed=0)
     write_feature_domain(target, 20, 1.5, seed=1)
     config = adapt_config(source, target, tmp_path / "run", backbone="tinycnn", epochs=2, mlp_dim=32, iters_per_epoch=40,
-                          val_split=0.2)
+                          val_split=0.2, report=True)
     run = cvtransfer.adapt(config)
+    assert "precomputed features, not images" in (run.path / "report.html").read_text()
     assert run.metrics["num_samples"] == 60 and run.metrics["accuracy"] > 0.5  # transductive: all target rows
     assert run.classes == ["1", "2", "3"]
     reloaded = cvtransfer.Run(run.path)  # the MLP is rebuilt from the exported architecture

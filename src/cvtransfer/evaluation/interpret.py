@@ -56,9 +56,9 @@ def predict_samples(model: TransferModel, samples: Sequence[Sample], preprocessi
                     **compute_kwargs: object) -> Predictions:
     """Probabilities and backbone features of ``samples`` in one pass (``compute_kwargs``: batch size, device...)."""
     features, _ = compute_features(model.backbone, samples, preprocessing, **compute_kwargs)
-    head = model.head.to(features.device)
-    with torch.no_grad():
-        probs = head(features).float().softmax(dim=1)
+    model = model.eval().to(features.device)
+    with torch.no_grad():  # forward_head: the bottleneck (adaptation runs) then the head
+        probs = model.forward_head(features).float().softmax(dim=1)
     return Predictions(list(samples), probs.numpy(), features.numpy())
 
 
