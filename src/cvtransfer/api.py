@@ -33,13 +33,7 @@ log = logging.getLogger(__name__)
 def fit(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
     """Train a model as ``config`` (or ``Config(**options)``) says; return its run folder."""
     config = _config(config, options)
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
-    config = config.replace(out=str(run_dir))
-    if is_main_process():
-        if (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.yaml")
+    config, run_dir = _new_run_folder(config, default_run_dir(config))
     return _train_and_finish(config, run_dir, callbacks, resume_from=None)
 
 
@@ -125,13 +119,7 @@ def adapt(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), *
     config = config.replace(**options) if config is not None else Config(**adaptation_config(options))
     if config.target is None or config.data is None:
         raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
-    run_dir = Path(config.out) if config.out else default_run_dir(config, prefix=f"adapt-{config.method}-")
-    config = config.replace(out=str(run_dir))
-    if is_main_process():
-        if (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.yaml")
+    config, run_dir = _new_run_folder(config, default_run_dir(config, prefix=f"adapt-{config.method}-"))
     return adapt_run(config, run_dir, list(callbacks))
 
 
@@ -149,6 +137,18 @@ def shift(source: str | Path, target: str | Path, config: Config | None = None, 
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / SHIFT_FILE, result)
     return result
+
+
+def _new_run_folder(config: Config, default: Path) -> tuple[Config, Path]:
+    """The run folder (``config.out``, else ``default``), created with its config.yaml; refused if it holds a run."""
+    run_dir = Path(config.out) if config.out else default
+    config = config.replace(out=str(run_dir))
+    if is_main_process():
+        if (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    return config, run_dir
 
 
 def _config(config: Config | None, options: dict[str, Any]) -> Config:

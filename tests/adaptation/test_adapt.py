@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +11,16 @@ import pytest
 import yaml
 
 import cvtransfer
-from cvtransfer import cli
 from cvtransfer.adaptation import DA_METHODS
 from cvtransfer.errors import CvTransferError
 from cvtransfer.run import predict_probs
 from tests.adaptation.conftest import adapt_config, write_domain
+from tests.test_cli import run_cli
 
 TINY = ["--backbone", "tinycnn", "--weights", "none", "--image-size", "16", "--epochs", "2", "--batch-size", "8",
         "--no-progress", "--accelerator", "cpu", "--num-workers", "0", "--augment", "none",
         "--bottleneck-dim", "16", "--iters-per-epoch", "4", "--discriminator-dim", "16",
         "--selection-samples", "20", "--shift-samples", "20"]
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["cvtransfer", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def history(run: Path) -> list[dict[str, str]]:
