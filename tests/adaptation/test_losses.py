@@ -129,6 +129,16 @@ def test_adda_gradients_reach_only_their_own_player() -> None:
     assert float(metrics["encoder_loss"]) > 0
 
 
+def test_adda_encoder_sees_the_discriminator_on_the_joint_batch() -> None:
+    # On a target-only batch the discriminator's BatchNorm would cancel a uniform shift of the target
+    # features, so the encoder's loss could not see the gap it has to close (the digits run collapsed).
+    loss = AdversarialDiscriminativeLoss(4, hidden=8).train()
+    source = batch(16, 4, seed=1)
+    near, far = batch(16, 4, seed=2), batch(16, 4, seed=2) + 5.0
+    encoder_loss = [float(loss(source, target, None, None, 0.5)[1]["encoder_loss"]) for target in (near, far)]
+    assert abs(encoder_loss[1] - encoder_loss[0]) > 0.05, encoder_loss
+
+
 def test_build_domain_losses_adds_mcc_and_refuses_it_twice() -> None:
     losses = build_domain_losses(Config(method="dann", mcc=0.5, discriminator_dim=8), 4, 3)
     assert set(losses.terms) == {"transfer", "mcc"} and losses.weights == {"transfer": 1.0, "mcc": 0.5}

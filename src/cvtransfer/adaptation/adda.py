@@ -75,6 +75,10 @@ class AdversarialDiscriminativeLoss(DomainLoss):
         discriminator_loss, accuracy = domain_loss_and_accuracy(self.discriminator(joint), len(source_features))
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         frozen.update({name: b.clone() for name, b in self.discriminator.named_buffers()})  # stats untouched
-        fooled = functional_call(self.discriminator, frozen, (target_features,)).view(-1)
+        # The encoder's view goes through the same joint batch as the discriminator's own loss: on a
+        # target-only batch the discriminator's BatchNorm would normalise the domain gap away, and the
+        # encoder would "fool" a view that the real discriminator never sees.
+        seen = torch.cat([source_features.detach(), target_features])
+        fooled = functional_call(self.discriminator, frozen, (seen,)).view(-1)[len(source_features):]
         encoder_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
         return discriminator_loss + encoder_loss, {"domain_accuracy": accuracy, "encoder_loss": encoder_loss.detach()}
