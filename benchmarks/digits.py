@@ -209,7 +209,7 @@ def report(raw: dict[str, Any], args: argparse.Namespace, total: float, tasks: l
              f"= {iterations * args.batch_size} source images per run, "
              f"{TLLIB_ITERATIONS * TLLIB_BATCH / (iterations * args.batch_size):.0f}x fewer than TLlib "
              f"({TLLIB_ITERATIONS} x {TLLIB_BATCH}); runs took "
-             f"{run_minutes(all_runs):.1f} min on {torch.get_num_threads()} CPU threads (shared machine)"
+             f"{run_minutes(all_runs):.1f} min of wall time on a shared 2-core CPU machine"
              + (" [QUICK smoke run]" if args.quick else ""),
              "MNIST = 8,000 of the MNIST test images (train images unavailable offline); target test sets: USPS test "
              "2,007 / MNIST held-out 2,000 / MNIST-M held-out 1,800.",
@@ -217,7 +217,8 @@ def report(raw: dict[str, Any], args: argparse.Namespace, total: float, tasks: l
              "no target label used; oracle* = best epoch by target test accuracy, TLlib's selection; TLlib* = their "
              "published (oracle) figure (points vs their source-only).",
              "s/iter: training seconds (incl. per-epoch validation; adda incl. its source stage) per iteration, x "
-             "source-only. A-dist: proxy A-distance of the backbone features before -> after training."]
+             "source-only (noisy when seeds ran as parallel processes). A-dist: proxy A-distance of the backbone features "
+             "before -> after training."]
     for task in tasks:
         seeds = seeds_of(raw, task)
         results = {m: mean_and_std([raw[f"{task}/seed{s}"][m] for s in seeds]) for m in args.methods}
