@@ -24,7 +24,13 @@ from cvtransfer.adaptation import build_domain_losses
 from cvtransfer.adaptation.selection import SELECTION_SCORES
 from cvtransfer.adaptation.shift import domain_shift
 from cvtransfer.config import Config
-from cvtransfer.data.domains import DomainSplits, discover_domains, domain_dataset, feature_width
+from cvtransfer.data.domains import (
+    DomainSplits,
+    discover_domains,
+    domain_dataset,
+    domain_samples,
+    feature_width,
+)
 from cvtransfer.data.features import compute_features
 from cvtransfer.data.folders import write_skipped
 from cvtransfer.data.loaders import default_workers, make_loader
@@ -32,8 +38,8 @@ from cvtransfer.data.transforms import Preprocessing, eval_transform, train_tran
 from cvtransfer.engine.adaptation import AdaptationModule, history_columns
 from cvtransfer.engine.checkpoints import load_checkpoint, network_state
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
-from cvtransfer.errors import ConfigError, DataError
-from cvtransfer.fitting import SPLITS_FILE, is_main_process, pick_device
+from cvtransfer.errors import ConfigError
+from cvtransfer.fitting import SPLITS_FILE, default_run_dir, is_main_process, pick_device
 from cvtransfer.io import read_json, write_json
 from cvtransfer.models.factory import BuiltModel, build_feature_model, build_model
 from cvtransfer.run import Run, finish_run
@@ -48,6 +54,11 @@ SOURCE_STAGE = "source_stage"
 # What the DA papers (and TLlib) train with; ``adapt`` starts from these unless told otherwise.
 ADAPT_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-3, "scheduler": "inv",
                                   "epochs": 20}
+
+
+def default_adapt_dir(config: Config) -> Path:
+    """runs/adapt-<method>-<backbone>-<strategy>-<time> when ``--out`` is not given."""
+    return default_run_dir(config, prefix=f"adapt-{config.method}-")
 
 
 def adaptation_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -215,23 +226,6 @@ def _source_stage(config: Config, run_dir: Path, splits: DomainSplits) -> Run:
     last = stage_dir / CHECKPOINT_DIR / "last.ckpt"
     log.info("adda: source stage (%d epochs) in %s", stage.epochs, stage_dir)
     return adapt_run(stage, stage_dir, resume_from=last if last.is_file() else None)
-
-
-def domain_samples(path: str | Path, max_pixels: int) -> list[tuple[str, int]]:
-    """Every usable image under ``path`` (labels ignored), or every row of a feature file."""
-    from cvtransfer.data.domains import feature_file_samples, is_feature_file
-    from cvtransfer.data.images import check_images, is_image_file, list_files
-
-    path = Path(path)
-    if is_feature_file(path):
-        return feature_file_samples(path)[1]
-    if not path.is_dir():
-        raise DataError(f"{path} is neither a folder of images nor a feature file (.mat, .npz, .npy)")
-    files = [str(f) for f in list_files(path) if is_image_file(f)]
-    usable = [(f, 0) for f, reason in zip(files, check_images(files, max_pixels)) if reason is None]
-    if len(usable) < 4:
-        raise DataError(f"{path} has {len(usable)} usable image(s); measuring a shift needs at least 4")
-    return usable
 
 
 def measure_shift(config: Config, source: str | Path, target: str | Path) -> dict[str, Any]:

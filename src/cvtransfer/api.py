@@ -114,12 +114,12 @@ def adapt(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), *
     Options not given take adapt's defaults (SGD, lr 0.01, inv schedule, 20 epochs; see ADAPT_DEFAULTS);
     a ``config`` is used as it is.
     """
-    from cvtransfer.adapting import adapt_run, adaptation_config
+    from cvtransfer.adapting import adapt_run, adaptation_config, default_adapt_dir
 
     config = config.replace(**options) if config is not None else Config(**adaptation_config(options))
     if config.target is None or config.data is None:
         raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
-    config, run_dir = _new_run_folder(config, default_run_dir(config, prefix=f"adapt-{config.method}-"))
+    config, run_dir = _new_run_folder(config, default_adapt_dir(config))
     return adapt_run(config, run_dir, list(callbacks))
 
 

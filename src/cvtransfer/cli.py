@@ -301,7 +301,9 @@ def adapt(
         start = functools.partial(api.resume, resume, **(overrides or {}))
     else:
         settings = _build_adapt_config(source, config, overrides or {})
-        run_dir = Path(settings.out or default_run_dir(settings, prefix=f"adapt-{settings.method}-"))
+        from cvtransfer.adapting import default_adapt_dir
+
+        run_dir = Path(settings.out) if settings.out else default_adapt_dir(settings)
         start = functools.partial(api.adapt, settings.replace(out=str(run_dir)))
     try:
         run = start()

@@ -20,7 +20,7 @@ from cvtransfer.config import Config
 from cvtransfer.data.features import prepare_for_inference
 from cvtransfer.data.domains import domain_dataset
 from cvtransfer.data.folders import DatasetSplits, discover
-from cvtransfer.data.images import check_images, is_image_file, list_files
+from cvtransfer.data.images import is_image_file, list_files, split_usable
 from cvtransfer.data.loaders import default_workers, make_loader
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
@@ -161,12 +161,9 @@ class Run:
 
     def predict(self, paths: Sequence[str | Path], top_k: int = 1) -> list[dict[str, Any]]:
         """Top-k labels and probabilities for images and folders of images (unreadable ones skipped)."""
-        files = _expand_images(paths)
-        reasons = check_images([str(f) for f in files], self.config.max_image_pixels)
-        usable = [str(f) for f, reason in zip(files, reasons) if reason is None]
-        for file, reason in zip(files, reasons):
-            if reason is not None:
-                log.warning("skipped %s: %s", file, reason)
+        usable, skipped = split_usable([str(f) for f in _expand_images(paths)], self.config.max_image_pixels)
+        for file, reason in skipped:
+            log.warning("skipped %s: %s", file, reason)
         if not usable:
             raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
         probs, _ = self._probs([(p, 0) for p in usable])

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvtransfer.data.folders import DatasetSplits, discover, stratified_split
-from cvtransfer.data.images import check_images, is_image_file, list_files
+from cvtransfer.data.images import is_image_file, list_files, split_usable
 from cvtransfer.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,27 @@ def _read_target(path: Path, classes: list[str], max_pixels: int
             skipped += more
         return train, test, skipped
     if path.is_dir():  # a plain folder of images: no labels at all
-        files = [str(f) for f in list_files(path) if is_image_file(f)]
-        reasons = check_images(files, max_pixels)
-        return ([(f, UNLABELLED) for f, r in zip(files, reasons) if r is None], [],
-                [(f, r) for f, r in zip(files, reasons) if r is not None])
+        usable, skipped = folder_images(path, max_pixels)
+        return [(f, UNLABELLED) for f in usable], [], skipped
     raise DataError(f"target {path} is neither a folder of images nor a feature file (.mat, .npz, .npy)")
+
+
+def folder_images(path: Path, max_pixels: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every image file under ``path`` (any layout) that loads, and the skipped ones with their reason."""
+    return split_usable([str(f) for f in list_files(path) if is_image_file(f)], max_pixels)
+
+
+def domain_samples(path: str | Path, max_pixels: int) -> list[Sample]:
+    """Every usable image under ``path`` (labels ignored), or every row of a feature file."""
+    path = Path(path)
+    if is_feature_file(path):
+        return feature_file_samples(path)[1]
+    if not path.is_dir():
+        raise DataError(f"{path} is neither a folder of images nor a feature file (.mat, .npz, .npy)")
+    usable, _ = folder_images(path, max_pixels)
+    if len(usable) < 4:
+        raise DataError(f"{path} has {len(usable)} usable image(s); measuring a shift needs at least 4")
+    return [(f, 0) for f in usable]
 
 
 def _has_class_folders(path: Path) -> bool:
@@ -230,9 +246,8 @@ def _read_labelled(path: Path, classes: list[str], max_pixels: int, what: str, s
         found, samples = feature_file_samples(path, classes)
         _check_class_set(found, classes, path, what, strict)
         return found, samples, []
-    found_splits = discover(path, val_split=0.0, require_val=False, max_pixels=max_pixels) \
-        if not (path / "train").is_dir() else discover(path / "train", val_split=0.0, require_val=False,
-                                                       max_pixels=max_pixels)
+    root = path / "train" if (path / "train").is_dir() else path
+    found_splits = discover(root, val_split=0.0, require_val=False, max_pixels=max_pixels)
     _check_class_set(found_splits.classes, classes, path, what, strict)
     remap = {i: classes.index(name) for i, name in enumerate(found_splits.classes)}
     samples = [(p, remap[y]) for p, y in found_splits.train + found_splits.val + found_splits.test]

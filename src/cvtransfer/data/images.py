@@ -107,6 +107,13 @@ def check_images(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS, wor
         return list(pool.map(lambda p: check_image(p, max_pixels), paths, chunksize=32))
 
 
+def split_usable(paths: Sequence[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[str], list[tuple[str, str]]]:
+    """(paths that load, [(path, reason)] for the others), by :func:`check_images`."""
+    reasons = check_images(paths, max_pixels)
+    usable = [path for path, reason in zip(paths, reasons) if reason is None]
+    return usable, [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+
 def list_files(folder: Path) -> Iterable[Path]:
     """Every visible file under ``folder``, recursively, in sorted order."""
     for path in sorted(folder.rglob("*")):

@@ -94,17 +94,19 @@ class AdaptationModule(TransferModule):
     def _keep(self, loader: int, **tensors: torch.Tensor) -> None:
         self._seen.setdefault(loader, []).append({k: v.detach().float().cpu() for k, v in tensors.items()})
 
+    def _joined(self, loader: int) -> dict[str, torch.Tensor]:
+        """What :meth:`_keep` kept of ``loader`` this epoch, each tensor concatenated over batches ({} if none)."""
+        parts = self._seen.pop(loader, [])
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]} if parts else {}
+
     def on_validation_epoch_end(self) -> None:
         """The unsupervised selection scores of this epoch's model, from what validation kept."""
-        source, target = self._seen.pop(SOURCE_VAL, []), self._seen.pop(TARGET_SELECT, [])
+        source, target = self._joined(SOURCE_VAL), self._joined(TARGET_SELECT)
         self._seen.clear()
         if not source or not target:
             return
-        joined = {key: torch.cat([part[key] for part in source]) for key in source[0]}
-        target_joined = {key: torch.cat([part[key] for part in target]) for key in target[0]}
-        scores = compute_scores(ScoreInputs(target_probs=target_joined["probs"],
-                                            target_features=target_joined["features"],
-                                            source_features=joined["features"], source_losses=joined["losses"],
+        scores = compute_scores(ScoreInputs(target_probs=target["probs"], target_features=target["features"],
+                                            source_features=source["features"], source_losses=source["losses"],
                                             seed=self.config.seed))
         for name, value in scores.items():
             self.log(f"val_{name}", value, on_epoch=True, batch_size=1, sync_dist=True)
