@@ -13,21 +13,26 @@ Target accuracy of a run, all from the run's history.csv (one row per epoch):
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import json
 import logging
 import math
+import platform
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import cvtransfer
+from cvtransfer.adaptation.selection import SELECTION_SCORES
 from cvtransfer.engine.history import read_history
+from cvtransfer.io import read_json, write_json
 
 METHODS = ["source-only", "dan", "coral", "dann", "cdan", "cdan+e", "adda", "mcc"]
-# report.html (t-SNE embedding, Grad-CAM...) costs more than a short run itself: not wanted here
-NO_REPORT = {"report": False} if "report" in {f.name for f in dataclasses.fields(cvtransfer.Config)} else {}
-SELECTIONS = {"snd": max, "entropy": min, "dev": min}  # score -> which end is best
+# score -> which end is best, as --select-by reads it
+SELECTIONS = {name: max if SELECTION_SCORES.get(name).mode == "max" else min for name in SELECTION_SCORES}
 COLUMNS = ["last", "snd", "entropy", "dev", "oracle"]
 
 
@@ -65,16 +70,10 @@ def summarize(run_dir: Path, iterations: int) -> dict[str, Any]:
     result["train_seconds"] = seconds + sum(row["seconds"] for row in stage_rows)
     result["iterations"] = iterations * (len(rows) + len(stage_rows))
     result["seconds_per_iter"] = result["train_seconds"] / result["iterations"]
-    shift = _read_json(run_dir / "shift.json")
+    shift = read_json(run_dir / "shift.json") if (run_dir / "shift.json").is_file() else {}
     for stage_name in ("before", "after", "after_bottleneck"):
         result[f"pad_{stage_name}"] = shift.get(stage_name, {}).get("proxy_a_distance", float("nan"))
     return result
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def finished(out: Path) -> bool:
@@ -86,7 +85,8 @@ def run_method(out: Path, iterations: int, **options: Any) -> dict[str, Any]:
     """One ``cvtransfer.adapt`` run (fresh folder ``out``) summarized; wall time included."""
     if finished(out):
         summary = summarize(out, iterations)  # finished earlier in the same --work folder: reuse
-        summary["wall_seconds"] = _read_json(out / "benchmark_wall.json").get("wall_seconds", float("nan"))
+        wall = out / "benchmark_wall.json"
+        summary["wall_seconds"] = read_json(wall)["wall_seconds"] if wall.is_file() else float("nan")
         summary["reused"] = True
         return summary
     if out.exists():
@@ -94,12 +94,26 @@ def run_method(out: Path, iterations: int, **options: Any) -> dict[str, Any]:
 
         shutil.rmtree(out)  # an interrupted run: start it again
     start = time.perf_counter()
-    cvtransfer.adapt(out=str(out), **NO_REPORT, **options)
+    # report.html (t-SNE embedding, Grad-CAM...) costs more than a short run itself: not wanted here
+    cvtransfer.adapt(out=str(out), report=False, **options)
     wall = time.perf_counter() - start
-    (out / "benchmark_wall.json").write_text(f'{{"wall_seconds": {wall}}}')
+    write_json(out / "benchmark_wall.json", {"wall_seconds": wall})
     summary = summarize(out, iterations)
     summary["wall_seconds"] = wall
     return summary
+
+
+def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: argparse.Namespace,
+                  **raw: Any) -> None:
+    """Print the tables, write them to ``log_path`` and the raw numbers (with the arguments and the
+    machine) to ``results_path``."""
+    print("\n" + "\n".join(lines), flush=True)
+    log_path.write_text("\n".join(lines) + "\n")
+    results_path.parent.mkdir(exist_ok=True)
+    machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+    arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    results_path.write_text(json.dumps({"args": arguments, "machine": machine, **raw}, indent=1))
+    print(f"\nwrote {log_path} and {results_path}", flush=True)
 
 
 def run_minutes(runs: list[dict[str, Any]]) -> float:

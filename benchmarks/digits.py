@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from benchmarks.adaptation import (
     run_method,
     run_minutes,
     selection_lines,
+    write_outputs,
 )
 from benchmarks.common import SHARED
 
@@ -185,15 +185,7 @@ def write(raw: dict[str, Any], args: argparse.Namespace, counts: dict[str, Any],
     lines = report(raw, args, total, done)
     if not final:
         lines.insert(0, f"[PARTIAL: {len(done)} of {len(args.tasks)} tasks done]")
-    print("\n" + "\n".join(lines), flush=True)
-    LOG.write_text("\n".join(lines) + "\n")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                   "tasks_done": done, "data": counts,
-                                   "machine": f"{platform.processor() or platform.machine()}, torch threads "
-                                              f"{torch.get_num_threads()}", "total_seconds": total, "results": raw},
-                                  indent=1))
-    print(f"\nwrote {LOG} and {RESULTS}", flush=True)
+    write_outputs(lines, LOG, RESULTS, args, tasks_done=done, data=counts, total_seconds=total, results=raw)
 
 
 def seeds_of(raw: dict[str, Any], task: str) -> list[int]:

@@ -20,8 +20,6 @@ Needs ../shared/data/office_caltech10/features/GoogleNet1024. Writes benchmarks/
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from benchmarks.adaptation import (
     run_minutes,
     selection_lines,
     signed,
+    write_outputs,
 )
 from benchmarks.common import SHARED
 
@@ -114,14 +113,7 @@ def main() -> None:
     total = time.perf_counter() - started
 
     lines = report(raw, args, total)
-    print("\n" + "\n".join(lines))
-    LOG.write_text("\n".join(lines) + "\n")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                   "machine": f"{platform.processor() or platform.machine()}, torch threads "
-                                              f"{torch.get_num_threads()}", "total_seconds": total,
-                                   "results": raw}, indent=1))
-    print(f"\nwrote {LOG} and {RESULTS}")
+    write_outputs(lines, LOG, RESULTS, args, total_seconds=total, results=raw)
 
 
 def _mean(values: list[float]) -> float:
