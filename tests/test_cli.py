@@ -111,6 +111,43 @@ def test_lr_find_writes_plot_and_suggestion(split_dir: Path, tmp_path: Path, mon
     assert (tmp_path / "lr" / "lr_find.png").stat().st_size > 1000
 
 
+def test_predict_and_evaluate_take_max_image_pixels(finished_run: Path, split_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    images = str(split_dir / "test" / "a")  # 20x20 = 400 pixels each
+    code, _, err = run_cli(["predict", str(finished_run), images, "--out", str(tmp_path / "p.csv"),
+                            "--max-image-pixels", "100"], monkeypatch, capsys)
+    assert code == 2 and "no readable images" in err
+    assert "raise --max-image-pixels" in caplog.text  # the advice names an option predict has
+    code, out, err = run_cli(["predict", str(finished_run), images, "--out", str(tmp_path / "p.csv"),
+                              "--max-image-pixels", "1000"], monkeypatch, capsys)
+    assert code == 0 and "4 predictions" in out, err
+    code, _, err = run_cli(["evaluate", str(finished_run), str(split_dir), "--out", str(tmp_path / "m.json"),
+                            "--max-image-pixels", "100"], monkeypatch, capsys)
+    assert code == 2 and err.startswith("error:")
+
+
+@pytest.mark.parametrize("command", ["fit", "adapt", "auto", "lr-find"])
+def test_help_shows_every_default(command: str, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, _ = run_cli([command, "--help"], monkeypatch, capsys)
+    assert code == 0
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ --")}
+    assert "[default: 0.2]" in lines["--val-split"] and "[default: 32]" in lines["--batch-size"]
+    assert "[default: --progress]" in lines["--progress"] and "[default: none]" in lines["--out"]
+    missing = [flag for flag, line in lines.items() if "[default:" not in line and flag not in ("--help", "--config",
+                                                                                           "--resume", "--source")]
+    assert not missing
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from importlib.metadata import version
+
+    code, out, _ = run_cli(["--version"], monkeypatch, capsys)
+    assert code == 0 and out.strip() == f"cvtransfer {version('cvtransfer')}"
+
+
 def test_python_dash_m_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "cvtransfer", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "fit" in result.stdout and "lr-find" in result.stdout

@@ -56,3 +56,29 @@ def test_compare_refuses_unfinished_runs(finished_run: Path, tmp_path: Path) -> 
         cvtransfer.compare([finished_run, run], out=tmp_path / "c.html")
     with pytest.raises(CvTransferError, match="at least one run folder"):
         cvtransfer.compare([], out=tmp_path / "c.html")
+
+
+def test_compare_names_model_and_method_and_counts_feature_extraction(tmp_path: Path) -> None:
+    """Logistic and SVM probes and a feature-file adaptation run are told apart; probes count extraction."""
+    from tests.conftest import tiny_config, write_class_images
+    from tests.test_report import feature_adaptation_run
+
+    write_class_images(tmp_path / "data", {"a": 6, "b": 6})
+    runs = [cvtransfer.fit(tiny_config(tmp_path / "data", tmp_path / "runs" / head, strategy="linear",
+                                       head=head, epochs=1)).path for head in ("logistic", "svm")]
+    runs.append(feature_adaptation_run(tmp_path / "adapt", report=False))
+    rows = compare_rows(runs)
+    assert [row["method"] for row in rows] == ["linear (logistic head)", "linear (svm head)", "dann (full)"]
+    assert [row["model"] for row in rows] == ["tinycnn", "tinycnn", "MLP on features (12 dims)"]
+    for row, run in zip(rows[:2], runs):
+        extraction = json.loads((run / "feature_extraction.json").read_text())["seconds"]
+        epochs = sum(r["seconds"] for r in row["history"])
+        assert row["feature_seconds"] == extraction > 0
+        assert row["seconds"] == pytest.approx(epochs + extraction)
+    assert rows[2]["feature_seconds"] == 0  # adaptation trains the network: nothing extracted ahead
+    html = cvtransfer.compare(runs, out=tmp_path / "compare.html").read_text()
+    header = re.search(r"<thead><tr>(.*?)</tr></thead>", html).group(1)
+    assert re.findall(r"<th>(\w+)</th>", header) == ["run", "model", "method", "weights", "split"]
+    for label in ("linear (svm head)", "linear (logistic head)", "dann (full)", "MLP on features (12 dims)"):
+        assert f'<td class="">{label}</td>' in html
+    assert "includes the feature extraction" in html

@@ -30,6 +30,9 @@ def test_yaml_scalars_are_coerced(tmp_path: Path) -> None:
         ({"val_split": 1.5}, "--val-split must be between 0.0 and 0.9"),
         ({"lr": "fast"}, "--lr must be a float"),
         ({"balanced_sampler": "yes"}, "--balanced-sampler must be a bool"),
+        ({"strategy": "bogus"}, "unknown strategy 'bogus'"),
+        ({"method": "dan2"}, "unknown adaptation method 'dan2': did you mean dan"),
+        ({"rank_by": "accuracy"}, "unknown transferability score 'accuracy'"),
     ],
 )
 def test_bad_values_name_the_option(values: dict, message: str) -> None:
@@ -56,3 +59,8 @@ def test_broken_yaml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML") as info:
         Config.load(tmp_path / "c.yaml")
     assert "\n" not in str(info.value)
+
+
+def test_bad_strategy_is_refused_by_the_python_api_before_any_run() -> None:
+    with pytest.raises(ConfigError, match="unknown strategy 'bogus'"):
+        Config(strategy="bogus")

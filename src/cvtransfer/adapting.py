@@ -91,9 +91,11 @@ def build_domain_model(config: Config, splits: DomainSplits, weights: str | None
     num_classes = len(splits.classes)
     if splits.features:
         return build_feature_model(feature_width(splits.train), weights, num_classes, config.mlp_dim,
-                                   config.drop_rate, config.seed, config.bottleneck_dim)
+                                   config.drop_rate, config.seed, config.bottleneck_dim,
+                                   class_names=splits.classes, allow_partial_weights=config.allow_partial_weights)
     return build_model(config.backbone, weights, num_classes, config.image_size, config.drop_rate, config.seed,
-                       bottleneck_dim=config.bottleneck_dim)
+                       bottleneck_dim=config.bottleneck_dim, class_names=splits.classes,
+                       allow_partial_weights=config.allow_partial_weights)
 
 
 def _sample(samples: list[tuple[str, int]], count: int, seed: int) -> list[tuple[str, int]]:
@@ -148,9 +150,27 @@ def measure(network: nn.Module, splits: DomainSplits, preprocessing: Preprocessi
     return domain_shift(*shift_features(network, splits, preprocessing, config), config.shift_samples, config.seed)
 
 
-def _before_network(built: BuiltModel, splits: DomainSplits) -> nn.Module:
-    # For feature files the features before adaptation are the file's own (the MLP is untrained).
-    return nn.Identity() if splits.features else built.model.backbone
+def shift_spaces(config: Config, splits: DomainSplits) -> dict[str, str]:
+    """What feature space each measure of shift.json is taken in (before and after share one)."""
+    if splits.features:
+        network = f"the MLP's {config.mlp_dim}-d features"
+        return {"input": f"the feature files' own {feature_width(splits.train)}-d features",
+                "before": f"{network} at initialisation", "after": f"{network} after adaptation",
+                "after_bottleneck": f"the {config.bottleneck_dim}-d bottleneck after adaptation"}
+    return {"before": f"{config.backbone} features, starting weights", "after": f"{config.backbone} features after "
+            "adaptation", "after_bottleneck": f"the {config.bottleneck_dim}-d bottleneck after adaptation"}
+
+
+def measure_before(built: BuiltModel, splits: DomainSplits, config: Config) -> dict[str, Any]:
+    """The shift before training, in the space of the network that adaptation trains (``after`` is in the same).
+
+    For feature files that network is the MLP, at its initial weights; the files' own features,
+    a space of another width, are measured as ``input``.
+    """
+    measures = {"before": measure(built.model.backbone, splits, built.preprocessing, config)}
+    if splits.features:
+        measures["input"] = measure(nn.Identity(), splits, built.preprocessing, config)
+    return measures
 
 
 def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None = None,
@@ -174,7 +194,7 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
     losses.attach(model)
     shift: dict[str, Any] = {}
     if is_main_process() and resume_from is None:
-        shift["before"] = measure(_before_network(built, splits), splits, built.preprocessing, config)
+        shift = {"spaces": shift_spaces(config, splits), **measure_before(built, splits, config)}
         write_json(run_dir / SHIFT_FILE, shift)
     head_lr = config.lr * config.head_lr_mult
 
@@ -194,9 +214,10 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
     if best.is_file():
         model.load_state_dict(network_state(load_checkpoint(best)))
     shift = read_json(run_dir / SHIFT_FILE) if (run_dir / SHIFT_FILE).is_file() else {}
-    if "before" not in shift:  # resumed before it was written
-        shift["before"] = measure(_before_network(build_domain_model(config, splits, weights), splits), splits,
-                                  built.preprocessing, config)
+    if "before" not in shift:  # resumed before it was written: the same starting network, re-made
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+        shift.update(measure_before(build_domain_model(config, splits, weights), splits, config))
+    shift["spaces"] = shift_spaces(config, splits)
     shift["after"] = measure(model.backbone, splits, built.preprocessing, config)
     shift["after_bottleneck"] = measure(nn.Sequential(model.backbone, model.bottleneck), splits,
                                         built.preprocessing, config)
@@ -207,9 +228,9 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
         splits.test = splits.val  # nothing labelled on the target: evaluate on the source validation split
     run = finish_run(run_dir, config, splits.classes, model, built.preprocessing)
     if config.report:
-        from cvtransfer.report import write_report
+        from cvtransfer.report import write_report_safely
 
-        write_report(run.path)
+        write_report_safely(run.path)  # a report problem is a warning: the run is complete
     return run
 
 
@@ -238,7 +259,8 @@ def measure_shift(config: Config, source: str | Path, target: str | Path) -> dic
         preprocessing = FEATURE_PREPROCESSING
         described = f"the features of {source} and {target}"
     else:
-        built = build_model(config.backbone, config.weights, 2, config.image_size)
+        built = build_model(config.backbone, config.weights, 2, config.image_size,
+                            allow_partial_weights=config.allow_partial_weights)
         network, preprocessing = built.model.backbone, built.preprocessing
         described = f"{config.backbone} features ({built.weights_id})"
     result = measure(network, splits, preprocessing, config)

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 
 from cvtransfer.config import Config
-from cvtransfer.engine.trainer import CHECKPOINT_DIR
+from cvtransfer.engine.progress import console_logging
+from cvtransfer.engine.trainer import CHECKPOINT_DIR, check_devices
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, train
 from cvtransfer.models.backbones import count_parameters, list_backbones
 from cvtransfer.comparison import COMPARE_FILE, write_comparison
-from cvtransfer.report import write_report
+from cvtransfer.report import write_report, write_report_safely
 from cvtransfer.run import Run, finish_run, write_predictions
 from cvtransfer.transferability.ranking import Ranking, rank_backbones
 
@@ -42,7 +43,9 @@ def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrid
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CvTransferError(f"{run_dir} is not a cvtransfer run folder (no config.yaml): nothing to resume")
+    console_logging()
     config = Config.load(run_dir / "config.yaml", **overrides)
+    check_devices(config)
     if is_main_process():
         config.save(run_dir / "config.yaml")
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
@@ -64,19 +67,20 @@ def _train_and_finish(config: Config, run_dir: Path, callbacks: Sequence[pl.Call
     features = setup.val_features if not splits.test else None  # evaluation split is val: reuse its cache
     run = finish_run(run_dir, config, splits.classes, setup.built.model, setup.built.preprocessing, features)
     if config.report:
-        write_report(run.path)
+        write_report_safely(run.path)  # a report problem is a warning: the run is complete
     return run
 
 
-def evaluate(run_dir: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, data: str | Path | None = None, out: str | Path | None = None,
+             max_image_pixels: int | None = None) -> dict[str, Any]:
     """Metrics of a run on ``data`` (default: the run's test split, else val); writes metrics json."""
-    return Run(run_dir).evaluate(data, out)
+    return Run(run_dir, max_image_pixels).evaluate(data, out)
 
 
 def predict(run_dir: str | Path, paths: Sequence[str | Path], top_k: int = 1,
-            out: str | Path | None = None) -> list[dict[str, Any]]:
+            out: str | Path | None = None, max_image_pixels: int | None = None) -> list[dict[str, Any]]:
     """Predicted label and probability (and top-k) for images or folders; optionally written as CSV."""
-    rows = Run(run_dir).predict(paths, top_k)
+    rows = Run(run_dir, max_image_pixels).predict(paths, top_k)
     if out is not None:
         write_predictions(rows, out)
     return rows
@@ -143,6 +147,8 @@ def _new_run_folder(config: Config, default: Path) -> tuple[Config, Path]:
     """The run folder (``config.out``, else ``default``), created with its config.yaml; refused if it holds a run."""
     run_dir = Path(config.out) if config.out else default
     config = config.replace(out=str(run_dir))
+    console_logging()
+    check_devices(config)  # before the folder exists: a refused run leaves nothing behind
     if is_main_process():
         if (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")

@@ -12,6 +12,7 @@ split only; the test split, when there is one, is only reported.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from cvtransfer.run import Run, predict_probs
 from cvtransfer.transferability.base import SCORES
 from cvtransfer.transferability.ranking import (
     Candidate,
+    CandidateScores,
     Ranking,
     compute_scores,
     extract,
@@ -110,15 +112,29 @@ class Relatedness:
     random_score: float  # of the same backbone's features at random initialisation
 
     @property
+    def tied(self) -> bool:
+        """Neither measure separates pretrained from random: equal accuracies and equal scores."""
+        return self.probe_accuracy == self.scratch_accuracy and _same(self.score, self.random_score)
+
+    @property
     def similar(self) -> bool:
-        """The frozen pretrained features beat training from scratch; on a tie, the score beats random features."""
+        """The frozen pretrained features beat training from scratch; on a tie, the score beats random features.
+
+        Equal scores are a tie too, and a tie is not evidence of relatedness: dissimilar.
+        """
         if self.probe_accuracy != self.scratch_accuracy:
             return self.probe_accuracy > self.scratch_accuracy
-        return self.score > self.random_score
+        return not self.tied and self.score > self.random_score
 
     def describe(self) -> str:
-        return (f"linear probe {self.probe_accuracy:.3f} vs from-scratch {self.scratch_accuracy:.3f} val accuracy; "
+        text = (f"linear probe {self.probe_accuracy:.3f} vs from-scratch {self.scratch_accuracy:.3f} val accuracy; "
                 f"{self.score_name} {self.score:.4g} pretrained vs {self.random_score:.4g} at random init")
+        return text + ("; a tie on both: no evidence the pretrained features help, taken as dissimilar"
+                       if self.tied else "")
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
 RULES = {  # (data size, similar) -> strategy and the rule, after the seeds
@@ -181,8 +197,9 @@ def run_auto(config: Config) -> AutoResult:
             raise
         raise WeightsError(f"{err} (auto's '{config.budget}' budget ranks {backbones} with --weights "
                            f"{config.weights}: give local files with --backbones A,B --weights A=PATH,B=PATH)") from err
-    decisions.append(_backbone_decision(ranking))
-    best = ranking.best.candidate
+    chosen = transfer_candidate(ranking)
+    decisions.append(_backbone_decision(ranking, chosen))
+    best = chosen.candidate
     facts = DataFacts.of(splits)
     decisions.append(Decision("data size", facts.size(config), facts.describe(config)))
     base = config.replace(backbone=best.backbone, weights=best.weights, epochs=epochs, backbones=None)
@@ -190,7 +207,7 @@ def run_auto(config: Config) -> AutoResult:
     runs = {"scratch": api.fit(base.replace(weights="none", strategy="full", out=str(folder / "scratch"))),
             "probe": probe(best, base, folder / "probe")}
     val = {name: val_accuracy(run, splits) for name, run in runs.items()}
-    related = _relatedness(ranking, splits, config, val)
+    related = _relatedness(ranking, chosen, splits, config, val)
     decisions.append(Decision("relatedness", "similar" if related.similar else "dissimilar", related.describe()))
     decisions.append(choose_strategy(facts, related, config))
     strategy = decisions[-1].choice
@@ -210,28 +227,49 @@ def run_auto(config: Config) -> AutoResult:
 def _candidates(config: Config, budget: Budget) -> tuple[str, Decision]:
     """The --backbones value to rank, and the decision naming the candidates."""
     backbones = ",".join(split_list(config.backbones) if config.backbones else budget.backbones)
-    names = ", ".join(c.name for c in parse_candidates(backbones, config.weights))
+    candidates = parse_candidates(backbones, config.weights)
+    if all(is_random_init(c) for c in candidates):
+        raise ConfigError("auto compares transfer from pretrained weights with training from scratch (which it runs "
+                          "itself), but every candidate has --weights none: give pretrained weights (imagenet, a "
+                          "file or a run folder), e.g. --weights NAME=PATH")
+    names = ", ".join(c.name for c in candidates)
     source = "given with --backbones" if config.backbones else f"the default list of the '{config.budget}' budget"
     return backbones, Decision("candidates", names, f"{source}; weights: {config.weights}")
 
 
-def _backbone_decision(ranking: Ranking) -> Decision:
-    best, name = ranking.best, ranking.rank_by
-    reason = f"highest {name} ({best.scores[name]:.4g}) of {len(ranking.rows)} candidates"
-    if len(ranking.rows) > 1:
-        second = ranking.rows[1]
+def is_random_init(candidate: Candidate) -> bool:
+    """A candidate without pretrained weights: a from-scratch baseline, never a transfer."""
+    return candidate.weights == "none"
+
+
+def transfer_candidate(ranking: Ranking) -> CandidateScores:
+    """The best-ranked candidate with pretrained weights (random-init candidates are baselines only)."""
+    return next(row for row in ranking.rows if not is_random_init(row.candidate))
+
+
+def _backbone_decision(ranking: Ranking, chosen: CandidateScores) -> Decision:
+    name = ranking.rank_by
+    pretrained = [row for row in ranking.rows if not is_random_init(row.candidate)]
+    reason = f"highest {name} ({chosen.scores[name]:.4g}) of {len(pretrained)} pretrained candidates"
+    if len(pretrained) > 1:
+        second = pretrained[1]
         reason += f"; next: {second.candidate.name} ({second.scores[name]:.4g})"
-    return Decision("backbone", best.candidate.name, reason)
+    baselines = [row for row in ranking.rows if is_random_init(row.candidate)]
+    if baselines:
+        reason += ("; not considered (random init, a baseline, not a transfer): "
+                   + ", ".join(f"{row.candidate.name} ({row.scores[name]:.4g})" for row in baselines))
+    return Decision("backbone", chosen.candidate.name, reason)
 
 
-def _relatedness(ranking: Ranking, splits: DatasetSplits, config: Config, val: dict[str, float]) -> Relatedness:
+def _relatedness(ranking: Ranking, chosen: CandidateScores, splits: DatasetSplits, config: Config,
+                 val: dict[str, float]) -> Relatedness:
     """Probe vs scratch accuracy, and a feature score of the pretrained vs randomly initialised backbone."""
     name = ranking.rank_by if SCORES.get(ranking.rank_by).uses == "features" else "logme"
-    best = ranking.best.candidate
+    best = chosen.candidate
     random_init = Candidate(f"{best.backbone}@none", best.backbone, "none")
     (features, labels), _, _ = extract(random_init, splits.train, len(splits.classes), config)
     random_score = compute_scores(features, labels, None)[name]
-    return Relatedness(val["probe"], val["scratch"], name, ranking.best.scores[name], random_score)
+    return Relatedness(val["probe"], val["scratch"], name, chosen.scores[name], random_score)
 
 
 def _guard_decisions(val: dict[str, float], negative: bool, strategy: str) -> tuple[list[Decision], str]:

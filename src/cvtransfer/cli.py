@@ -14,17 +14,18 @@ import logging
 import sys
 import time
 import typing
-import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
+import rich.markup
 import typer
 
 from cvtransfer import api
 from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
 from cvtransfer.config import ADAPT, CHOOSE, DATA, MODEL, OUTPUT, TRAIN
 from cvtransfer.errors import CvTransferError
-from cvtransfer.fitting import default_run_dir
+from cvtransfer.fitting import default_run_dir, is_main_process
 from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
 from cvtransfer.automatic import DECISIONS_FILE
 from cvtransfer.comparison import COMPARE_FILE
@@ -36,6 +37,20 @@ app = typer.Typer(
     help="Transfer learning for computer vision: fit, evaluate and predict from pretrained backbones.",
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cvtransfer {version('cvtransfer')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    show_version: Annotated[Optional[bool], typer.Option("--version", help="Print the version and exit.",
+                                                         callback=_print_version, is_eager=True)] = None,
+) -> None:
+    """Transfer learning for computer vision: fit, evaluate and predict from pretrained backbones."""
+
 POSITIONAL_FIELDS = frozenset({"data"})
 
 
@@ -45,7 +60,12 @@ def _option_annotation(name: str, hint: Any, field: dataclasses.Field) -> Any:
     names = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
     if typing.get_origin(base) is not Literal and base not in (bool, int, float):
         base = str
-    help_text = f"{field.metadata['help']} [default: {field.default}]"
+    # The option's own default stays None (so only what the user gives overrides --config); the help shows
+    # the Config's default, escaped: rich would take a bare "[default: ...]" for markup and drop it.
+    default = field.default if field.default is not None else "none"
+    if base is bool:
+        default = names[0].split("/")[0 if field.default else 1]
+    help_text = f"{field.metadata['help']} " + rich.markup.escape(f"[default: {default}]")
     option = typer.Option(*names, help=help_text, rich_help_panel=field.metadata["group"], show_default=False)
     return Annotated[Optional[base], option]
 
@@ -111,7 +131,8 @@ def fit(
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         typer.echo(f"interrupted: finished epochs are kept; continue with: cvtransfer fit --resume {run_dir}", err=True)
         sys.exit(130)
-    typer.echo(f"run folder: {run.path}")
+    if is_main_process():  # under torchrun every process returns here; one prints
+        typer.echo(f"run folder: {run.path}")
 
 
 @app.command("lr-find")
@@ -128,7 +149,15 @@ def lr_find(
     from cvtransfer.lr_finder import lr_find as run_lr_find
 
     result = run_lr_find(_build_config(data, config, overrides or {}), min_lr, max_lr, steps)
-    typer.echo(f"suggested lr: {result['suggestion']:.3g}  (plot: {result['plot']})")
+    if result["suggestion"] is None:
+        raise CvTransferError(f"the loss diverged before the LR range test had enough points (plot: {result['plot']}): "
+                              "lower --max-lr or raise --steps")
+    typer.echo(f"suggested lr: {result['suggestion']:.3g} ({result['rule']}; minimum/10: "
+               f"{result['minimum_10']:.3g})  (plot: {result['plot']})")
+
+
+MaxPixels = Annotated[Optional[int], typer.Option(
+    help="Images with more pixels are refused as decompression bombs (default: the run's --max-image-pixels).", min=1)]
 
 
 @app.command()
@@ -136,9 +165,10 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     data: Annotated[Optional[Path], typer.Argument(help="Data to evaluate on (default: the run's test split, else val).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Metrics file (default RUN_DIR/metrics[_external].json).")] = None,
+    max_image_pixels: MaxPixels = None,
 ) -> None:
     """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix."""
-    metrics = api.evaluate(run_dir, data, out)
+    metrics = api.evaluate(run_dir, data, out, max_image_pixels)
     typer.echo(
         f"{metrics['split']}: accuracy {metrics['accuracy']:.4f}  balanced {metrics['balanced_accuracy']:.4f}  "
         f"macro F1 {metrics['f1_macro']:.4f}  ROC-AUC {_fmt(metrics['roc_auc'])}  ({metrics['num_samples']} images)"
@@ -150,10 +180,11 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     paths: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
-    top_k: Annotated[int, typer.Option(help="Also list the K most likely labels.")] = 1,
+    top_k: Annotated[int, typer.Option(help="Also list the K most likely labels.", min=1)] = 1,
+    max_image_pixels: MaxPixels = None,
 ) -> None:
     """Predict labels for images: CSV with path, label, probability (and top-k)."""
-    rows = api.predict(run_dir, paths, top_k=top_k, out=out)
+    rows = api.predict(run_dir, paths, top_k=top_k, out=out, max_image_pixels=max_image_pixels)
     typer.echo(f"{len(rows)} predictions written to {out}")
 
 
@@ -188,11 +219,13 @@ def _fmt(value: float | None) -> str:
 
 
 def _quiet_libraries() -> None:
+    """cvtransfer's messages at INFO, libraries' at WARNING; "run folder" is echoed on stdout by the commands."""
+    from cvtransfer.engine.progress import FOLDER_LOGGER, quiet_libraries
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec|in eval mode|exists and is not empty).*")
+    logging.getLogger(FOLDER_LOGGER).setLevel(logging.WARNING)
+    quiet_libraries()
 
 
 def main() -> None:
@@ -310,7 +343,8 @@ def adapt(
     except (KeyboardInterrupt, SystemExit):
         typer.echo(f"interrupted: finished epochs are kept; continue with: cvtransfer adapt --resume {run_dir}", err=True)
         sys.exit(130)
-    typer.echo(adaptation_summary(run))
+    if is_main_process():
+        typer.echo(adaptation_summary(run))
 
 
 def adaptation_summary(run: Any) -> str:
@@ -334,9 +368,14 @@ def adaptation_summary(run: Any) -> str:
     if shift_file.is_file():
         shift = read_json(shift_file)
         if "before" in shift and "after" in shift:
-            lines.append("shift (backbone features)  " + "  ".join(
+            space = shift.get("spaces", {}).get("before", "backbone features").replace(" at initialisation", "") \
+                .replace(", starting weights", "")
+            lines.append(f"shift ({space}, before -> after)  " + "  ".join(
                 f"{name} {shift['before'][name]:.3g} -> {shift['after'][name]:.3g}"
                 for name in ("mmd2", "proxy_a_distance", "wasserstein")))
+            if "input" in shift:
+                lines.append(f"shift in {shift['spaces']['input']}: " + "  ".join(
+                    f"{name} {shift['input'][name]:.3g}" for name in ("mmd2", "proxy_a_distance", "wasserstein")))
     lines.append(f"run folder: {run.path}")
     return "\n".join(lines)
 

@@ -14,17 +14,26 @@ from typing import Any
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation.html import Section, figure_html, note, table_html, write_page
 from cvtransfer.evaluation.plots import comparison_figure
+from cvtransfer.report import method_label, model_label, training_seconds
 from cvtransfer.run import Run
 
 COMPARE_FILE = "compare.html"
 COMPARE_SECTIONS = ("runs", "curves")
+# The table's leading columns: (row key, column title).
+LABEL_COLUMNS = (("name", "run"), ("model", "model"), ("method", "method"), ("weights", "weights"),
+                 ("split", "split"))
 # (metrics.json key or "seconds", column title, larger is better)
-COLUMNS = (("accuracy", "accuracy", True), ("balanced_accuracy", "balanced accuracy", True),
-           ("f1_macro", "macro F1", True), ("roc_auc", "ROC-AUC", True), ("seconds", "train time (s)", False))
+COLUMNS = (("images", "images", None), ("accuracy", "accuracy", True),
+           ("balanced_accuracy", "balanced accuracy", True), ("f1_macro", "macro F1", True),
+           ("roc_auc", "ROC-AUC", True), ("seconds", "train time (s)", False))
 
 
 def compare_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """One row per run: name, strategy, backbone, weights, split, images, metrics and training time."""
+    """One row per run: name, model, method, strategy, backbone, weights, split, images, metrics, time.
+
+    ``model`` and ``method`` are what the page shows ("MLP on features (31 dims)", "linear (svm head)",
+    "dann (full)"); ``seconds`` includes feature extraction (``feature_seconds``) for runs on cached features.
+    """
     if not run_dirs:
         raise CvTransferError("compare needs at least one run folder")
     names = _short_names([Path(d) for d in run_dirs])
@@ -37,12 +46,13 @@ def compare_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         if "accuracy" not in metrics:
             raise CvTransferError(f"{run_dir / 'metrics.json'} is missing: the run has not finished "
                                   f"(resume it with: cvtransfer fit --resume {run_dir})")
-        history = run.history
-        seconds = sum(r["seconds"] for r in history if not math.isnan(r.get("seconds", math.nan)))
-        rows.append({"name": name, "strategy": run.config.strategy, "backbone": run.config.backbone,
+        seconds, extraction = training_seconds(run)
+        rows.append({"name": name, "model": model_label(run), "method": method_label(run),
+                     "strategy": run.config.strategy, "backbone": run.config.backbone,
                      "weights": _weights_label(run.config.weights), "split": metrics.get("split", "?"),
-                     "images": metrics.get("num_samples"), **{key: metrics.get(key) for key, _, _ in COLUMNS[:-1]},
-                     "seconds": seconds if history else None, "history": history})
+                     "images": metrics.get("num_samples"),
+                     **{key: metrics.get(key) for key, _, larger in COLUMNS if larger is True},
+                     "seconds": seconds, "feature_seconds": extraction, "history": run.history})
     return rows
 
 
@@ -50,21 +60,28 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path = COMPARE_F
     """Write the comparison page of ``run_dirs`` to ``out``; return its path."""
     rows = compare_rows(run_dirs)
     best = _best_cells(rows)
-    headers = ("run", "strategy", "backbone", "weights", "split", "images", *(title for _, title, _ in COLUMNS))
+    headers = (*(title for _, title in LABEL_COLUMNS), *(title for _, title, _ in COLUMNS))
     table = table_html(
-        headers, [[row[k] for k in ("name", "strategy", "backbone", "weights", "split", "images")]
-                  + [row[key] for key, _, _ in COLUMNS] for row in rows],
-        numeric=[False] * 5 + [True] * (1 + len(COLUMNS)), best=best)
+        headers, [[row[key] for key, _ in LABEL_COLUMNS] + [row[key] for key, _, _ in COLUMNS]
+                  for row in rows],
+        numeric=[False] * len(LABEL_COLUMNS) + [True] * len(COLUMNS), best=best)
     leader = max(rows, key=lambda row: row["accuracy"])
     splits = {row["split"] for row in rows}
     caveat = "" if len(splits) == 1 else " The runs were evaluated on different splits: compare with care."
+    extraction = [row for row in rows if row["feature_seconds"]]
+    features = (" For runs on cached features (linear probes) it includes the feature extraction ("
+                + ", ".join(f"{row['name']}: {row['feature_seconds']:.1f} s" for row in extraction) + ")."
+                if extraction else "")
     summary = note(f"Best in each column highlighted (highest metric, shortest time). Most accurate: "
                    f"{leader['name']} ({leader['accuracy']:.3f}). Metrics are fractions from 0 to 1, from each "
-                   f"run's metrics.json; train time is the sum of its epoch times.{caveat}")
+                   f"run's metrics.json; train time is the sum of its epoch times.{features} Method: the "
+                   "strategy (with the head of a linear probe) and, for adaptation runs, the adaptation "
+                   f"method.{caveat}")
     with_history = [row for row in rows if row["history"]]
     curves = (figure_html(comparison_figure([r["history"] for r in with_history], [r["name"] for r in with_history]),
                           "learning curves of the compared runs",
-                          "Validation loss (solid) and training loss (dotted), and validation accuracy, per epoch.")
+                          "Validation loss (solid) and training loss (dotted), and validation accuracy, per "
+                          "epoch (adaptation runs: source validation solid, target test accuracy dashed).")
               if with_history else note("None of the runs has a history.csv."))
     sections = [Section("runs", "Runs", table + summary), Section("curves", "Learning curves", curves)]
     return write_page(out, f"Comparison of {len(rows)} runs", ", ".join(row["name"] for row in rows), sections)
@@ -74,12 +91,14 @@ def _best_cells(rows: list[dict[str, Any]]) -> set[tuple[int, int]]:
     """(row, column) of the best value of each metric column (ties all highlighted)."""
     cells = set()
     for offset, (key, _, larger) in enumerate(COLUMNS):
+        if larger is None:
+            continue
         values = [row[key] for row in rows]
         known = [v for v in values if v is not None and not math.isnan(v)]
         if not known:
             continue
         target = max(known) if larger else min(known)
-        cells |= {(r, 6 + offset) for r, v in enumerate(values) if v == target}
+        cells |= {(r, len(LABEL_COLUMNS) + offset) for r, v in enumerate(values) if v == target}
     return cells
 
 

@@ -37,8 +37,8 @@ class Config:
 
     # -- data
     data: str | None = opt(None, "DATA_DIR: train/ val/ [test/] class folders, plain class folders, or a CSV (path,label).", DATA)
-    val_split: float = opt(0.2, "Fraction held out for validation when DATA_DIR has no val/ folder (stratified, seeded).", DATA, 0.0, 0.9)
-    test_split: float = opt(0.0, "Fraction held out for testing when DATA_DIR has no test/ folder.", DATA, 0.0, 0.9)
+    val_split: float = opt(0.2, "Fraction of the whole data held out for validation when DATA_DIR has no val/ folder (stratified, seeded).", DATA, 0.0, 0.9)
+    test_split: float = opt(0.0, "Fraction of the whole data held out for testing when DATA_DIR has no test/ folder.", DATA, 0.0, 0.9)
     image_size: int | None = opt(None, "Input size in pixels; default: the weights' pretrained config.", DATA, 8, 4096)
     augment: Literal["none", "light", "strong"] = opt("light", "Training augmentation: none, light (crop+flip), strong (+TrivialAugment, erasing).", DATA)
     mixup: float = opt(0.0, "MixUp alpha (0 = off).", DATA, 0.0)
@@ -53,6 +53,8 @@ class Config:
     weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder; "
                        "rank/auto also take one per backbone, or NAME=PATH pairs separated by commas.", MODEL)
     drop_rate: float = opt(0.0, "Dropout before the classifier head.", MODEL, 0.0, 1.0)
+    allow_partial_weights: bool = opt(False, "Go on when --weights PATH fills less than 90% of the backbone's "
+                                      "tensors (another architecture); the rest keep their initialisation.", MODEL)
     # -- strategy
     strategy: str = opt("full", "linear, partial, full, gradual or l2sp.", STRATEGY)
     head: Literal["linear", "logistic", "svm"] = opt("linear", "linear strategy: torch linear head, or a scikit-learn logistic/svm on cached features.", STRATEGY)
@@ -213,6 +215,21 @@ def validate(config: Config) -> None:
         if low is not None and value < low or high is not None and value > high:
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
             raise ConfigError(f"{flag} must be {bounds}, not {value}")
+    validate_names(config)
+
+
+def validate_names(config: Config) -> None:
+    """Plug-in names must be registered: an unknown --strategy or --method fails when the Config is made.
+
+    Imported here, not at the top: the registries' modules import this one.
+    """
+    from cvtransfer.adaptation import DA_METHODS
+    from cvtransfer.strategies import STRATEGIES
+    from cvtransfer.transferability.base import SCORES
+
+    STRATEGIES.get(config.strategy)
+    DA_METHODS.get(config.method)
+    SCORES.get(config.rank_by)
 
 
 def _is_instance(value: Any, base: type) -> bool:

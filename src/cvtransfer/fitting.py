@@ -25,13 +25,14 @@ from cvtransfer.data.loaders import (
     class_loss_weights,
     default_workers,
     feature_dataset,
+    for_world_size,
     make_loader,
 )
 from cvtransfer.data.transforms import eval_transform, train_transform
 from cvtransfer.engine.checkpoints import load_checkpoint, network_state
 from cvtransfer.engine.history import write_history
 from cvtransfer.engine.module import TransferModule
-from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
+from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer, check_devices
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import read_json, write_json
 from cvtransfer.models.factory import BuiltModel, build_model
@@ -41,6 +42,7 @@ from cvtransfer.strategies.linear import fit_sklearn_head
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.json"
+FEATURE_TIME_FILE = "feature_extraction.json"  # seconds spent extracting (or reading cached) features
 
 
 def default_run_dir(config: Config, prefix: str = "") -> Path:
@@ -110,7 +112,8 @@ def prepare_training(config: Config, splits: DatasetSplits) -> TrainingSetup:
     """Build the model, apply the strategy, and make the loaders (of images, or of cached features)."""
     num_classes = len(splits.classes)
     built = build_model(config.backbone, config.weights, num_classes, config.image_size, config.drop_rate,
-                        config.seed)
+                        config.seed, class_names=splits.classes,
+                        allow_partial_weights=config.allow_partial_weights)
     strategy = get_strategy(config.strategy)(built.model, config)
     strategy.setup()
     workers = default_workers(config.num_workers)
@@ -137,7 +140,10 @@ def _feature_setup(
     start = time.perf_counter()
     train = cached_features(built.model.backbone, splits.train, built.preprocessing, **extract)
     val = cached_features(built.model.backbone, splits.val, built.preprocessing, **extract)
-    log.info("features ready in %.1fs (%d dims)", time.perf_counter() - start, train[0].shape[1])
+    seconds = time.perf_counter() - start
+    log.info("features ready in %.1fs (%d dims)", seconds, train[0].shape[1])
+    if config.out and Path(config.out).is_dir() and is_main_process():  # training time includes this (report)
+        write_json(Path(config.out) / FEATURE_TIME_FILE, {"seconds": seconds, "dims": int(train[0].shape[1])})
     network = nn.Sequential(built.model.dropout, built.model.head)
     labels = train[1].tolist()
     return TrainingSetup(
@@ -155,6 +161,7 @@ def train(
     resume_from: Path | None = None,
 ) -> TrainingSetup:
     """Train according to ``config``, writing checkpoints and history into ``run_dir``."""
+    check_devices(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     setup = prepare_training(config, splits)
     if setup.train_features is not None and config.head in ("logistic", "svm"):
@@ -162,6 +169,7 @@ def train(
         return setup
     module = setup.module(config, len(splits.classes))
     trainer = build_trainer(config, run_dir, setup.strategy.callbacks() + list(callbacks or []))
+    setup.train_loader = for_world_size(setup.train_loader, trainer.world_size)
     trainer.fit(module, setup.train_loader, setup.val_loader, ckpt_path=resume_from, weights_only=True)
     if trainer.is_global_zero:
         best = run_dir / CHECKPOINT_DIR / "best.ckpt"

@@ -5,6 +5,9 @@
 Sections: summary and config, data, learning curves, confusion matrix, per-class table, ROC curves,
 diagnosis, top losses, Grad-CAM, t-SNE embedding (by class, and by domain for adaptation runs).
 Every figure is drawn with matplotlib and inlined; the page opens from disk without a network.
+A section that cannot be made says so on the page ("Grad-CAM: not available: ...") and in a logged
+warning; it does not stop the others, and :func:`write_report_safely` (the end of ``fit`` and
+``adapt``) never turns a finished training into a failure.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from markupsafe import Markup
 
-from cvtransfer.config import Config
+from cvtransfer.config import ADAPT, TRAINING_GROUPS, Config
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation import interpret
 from cvtransfer.evaluation.diagnosis import diagnose
@@ -29,7 +34,8 @@ from cvtransfer.evaluation.html import (Section, cards_html, figure_html, figure
 from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import confusion_figure, curves_figure, roc_figure
 from cvtransfer.io import read_json
-from cvtransfer.run import Run
+from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE
+from cvtransfer.run import Run, selection_curve
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +49,101 @@ EMBEDDING_POINTS = 600  # t-SNE grows quadratically; a random subsample per doma
 TARGET_SPLITS = ("target_train", "target_test")  # keys of an adaptation run's splits.json
 
 
+class SectionUnavailable(Exception):
+    """A section that cannot be made for this run; the message says why (shown on the page)."""
+
+
 @dataclasses.dataclass
 class ReportData:
-    """What the sections are made from: the run, its splits and the model's outputs on its evaluation split."""
+    """What the sections are made from: the run, its splits and the model's outputs on its evaluation split.
+
+    When the model could not be run, ``prediction_error`` says why and the sections that need its
+    outputs (``predictions``, ``metrics``) are marked not available; the others are still made.
+    """
 
     run: Run
     splits: dict[str, Any]
     split_name: str
-    predictions: interpret.Predictions
-    metrics: dict[str, Any]
+    outputs: tuple[interpret.Predictions, dict[str, Any]] | None
+    prediction_error: str = ""
+
+    @property
+    def predictions(self) -> interpret.Predictions:
+        return self._outputs()[0]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self._outputs()[1]
+
+    def _outputs(self) -> tuple[interpret.Predictions, dict[str, Any]]:
+        if self.outputs is None:
+            raise SectionUnavailable(f"the model could not be run on the {self.split_name} images "
+                                     f"({self.prediction_error})")
+        return self.outputs
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``RUN_DIR/report.html`` (or ``out``) for a finished run folder; return its path."""
+    """Write ``RUN_DIR/report.html`` (or ``out``) for a finished run folder; return its path.
+
+    Raises CvTransferError when the folder is not a finished run; a section that fails becomes a
+    note on the page (and a logged warning) instead.
+    """
     data = _load(Path(run_dir))
     run = data.run
-    sections = [
-        Section("summary", "Summary", _summary(data)),
-        Section("config", "Configuration", _config_table(run.config)),
-        Section("data", "Data", _data_summary(data)),
-        Section("curves", "Learning curves", _curves(run)),
-        Section("confusion", "Confusion matrix", _confusion(data)),
-        Section("per-class", "Per-class precision, recall, F1", _per_class(data.metrics)),
-        Section("roc", "ROC curves", _roc(data)),
-        Section("diagnosis", "Diagnosis", _diagnosis(run)),
-        Section("top-losses", "Top losses", _top_losses(data)),
-        Section("grad-cam", "Grad-CAM", _grad_cam(data)),
-        Section("embedding", "Feature embedding", _embedding(data)),
+    builders: list[tuple[str, str, Callable[[], Markup]]] = [
+        ("summary", "Summary", lambda: _summary(data)),
+        ("config", "Configuration", lambda: _config_table(run.config)),
+        ("data", "Data", lambda: _data_summary(data)),
+        ("curves", "Learning curves", lambda: _curves(run)),
+        ("confusion", "Confusion matrix", lambda: _confusion(data)),
+        ("per-class", "Per-class precision, recall, F1", lambda: _per_class(data.metrics)),
+        ("roc", "ROC curves", lambda: _roc(data)),
+        ("diagnosis", "Diagnosis", lambda: _diagnosis(run)),
+        ("top-losses", "Top losses", lambda: _top_losses(data)),
+        ("grad-cam", "Grad-CAM", lambda: _grad_cam(data)),
+        ("embedding", "Feature embedding", lambda: _embedding(data)),
     ]
-    subtitle = f"{run.config.backbone} / {run.config.strategy} on {run.config.data}  ({run.path})"
-    path = write_page(Path(out) if out else run.path / REPORT_FILE, f"Run report: {run.path.name}", subtitle,
-                      sections)
+    sections = [_section(run, id_, title, build) for id_, title, build in builders]
+    subtitle = f"{run_title(run)} on {run.config.data}"
+    if run.config.target is not None:
+        subtitle += f" to {run.config.target}"
+    path = write_page(Path(out) if out else run.path / REPORT_FILE, f"Run report: {run.path.name}",
+                      f"{subtitle}  ({run.path})", sections)
     log.info("report: %s", path)
     return path
+
+
+def write_report_safely(run_dir: str | Path) -> Path | None:
+    """:func:`write_report` at the end of a training: any failure is a logged warning, never an exception.
+
+    The run's outputs (model, metrics, curves) are already written when it is called.
+    """
+    try:
+        return write_report(run_dir)
+    except Exception as err:
+        log.warning("report.html of %s could not be written (%s: %s); the run itself is complete: retry with "
+                    "`cvtransfer report %s`", run_dir, type(err).__name__, err, run_dir,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
+        return None
+
+
+def _section(run: Run, id_: str, title: str, build: Callable[[], Markup]) -> Section:
+    """``build()``'s section, or, when it raises, a note saying the section is not available and why."""
+    try:
+        return Section(id_, title, build())
+    except Exception as err:
+        reason = str(err) if isinstance(err, SectionUnavailable) else f"{type(err).__name__}: {err}"
+        log.warning("report of %s: %s not available: %s", run.path, title, reason,
+                    exc_info=log.isEnabledFor(logging.DEBUG) and not isinstance(err, SectionUnavailable))
+        return Section(id_, title, Markup('<p class="note unavailable">{}: not available: {}</p>').format(
+            title, reason))
 
 
 def _load(run_dir: Path) -> ReportData:
     if not run_dir.is_dir():
         raise CvTransferError(f"run folder {run_dir} does not exist")
     run = Run(run_dir)
-    for name in ("splits.json", "classes.json"):
+    for name in ("splits.json", "classes.json", MODEL_FILE):
         if not (run_dir / name).is_file():
             raise CvTransferError(f"{run_dir / name} is missing: the run has not finished (resume it with --resume)")
     splits = read_json(run_dir / "splits.json")
@@ -90,11 +151,77 @@ def _load(run_dir: Path) -> ReportData:
     if split_name is None:
         raise CvTransferError(f"{run_dir / 'splits.json'} has no test or val images to report on")
     samples = [(p, int(y)) for p, y in splits[split_name]]
-    predictions = _predict(run, samples)
+    try:
+        predictions = _predict(run, samples)
+    except CvTransferError:
+        raise
+    except Exception as err:
+        log.warning("report of %s: the model could not be run (%s: %s)", run_dir, type(err).__name__, err)
+        return ReportData(run, splits, split_name, None, f"{type(err).__name__}: {err}")
     known = predictions.labels >= 0
     metrics = classification_metrics(_tensor(predictions.probs[known]), _tensor(predictions.labels[known]),
                                      run.classes)
-    return ReportData(run, splits, split_name, predictions, metrics)
+    return ReportData(run, splits, split_name, (predictions, metrics))
+
+
+def is_adaptation(run: Run) -> bool:
+    """True for a run made by ``adapt`` (its config names a target domain)."""
+    return run.config.target is not None
+
+
+def model_label(run: Run) -> str:
+    """What the run trained: the backbone, or "MLP on features (N dims)" for a run on feature files."""
+    from cvtransfer.data.domains import FEATURE_SUFFIXES
+
+    architecture = _model_metadata(run).get("architecture") or {}
+    if "in_features" in architecture:
+        return f"MLP on features ({int(architecture['in_features'])} dims)"
+    if run.config.data and Path(run.config.data).suffix.lower() in FEATURE_SUFFIXES:
+        return "MLP on features"
+    return run.config.backbone
+
+
+def method_label(run: Run) -> str:
+    """How it was trained: the strategy (with the head of a linear probe), and an adaptation run's method."""
+    config = run.config
+    strategy = f"{config.strategy} ({config.head} head)" if config.strategy == "linear" else config.strategy
+    if not is_adaptation(run):
+        return strategy
+    method = config.method
+    if config.mcc > 0 and method != "mcc":
+        method += f" + mcc {config.mcc:g}"
+    return f"{method} ({strategy})"
+
+
+def run_title(run: Run) -> str:
+    """"model / method", as the report and its figures name the run."""
+    return f"{model_label(run)} / {method_label(run)}"
+
+
+def training_seconds(run: Run) -> tuple[float | None, float]:
+    """(total training time: epoch times plus feature extraction, None without a history; extraction part)."""
+    from cvtransfer.fitting import FEATURE_TIME_FILE
+
+    history = run.history
+    file = run.path / FEATURE_TIME_FILE
+    extraction = float(read_json(file).get("seconds", 0.0)) if file.is_file() else 0.0
+    if not history:
+        return None, extraction
+    epochs = sum(row["seconds"] for row in history if not math.isnan(row.get("seconds", math.nan)))
+    return epochs + extraction, extraction
+
+
+def _model_metadata(run: Run) -> dict[str, Any]:
+    """The cvtransfer metadata of model.safetensors (read from its header only), {} when unreadable."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(run.path / MODEL_FILE), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+    except Exception:
+        return {}
 
 
 def _predict(run: Run, samples: list[tuple[str, int]]) -> interpret.Predictions:
@@ -115,30 +242,71 @@ def _tensor(array: np.ndarray) -> Any:
 
 def _summary(data: ReportData) -> Markup:
     metrics, history = data.metrics, data.run.history
-    seconds = sum(row.get("seconds", 0.0) for row in history if not math.isnan(row.get("seconds", math.nan)))
+    seconds, extraction = training_seconds(data.run)
     auc = metrics["roc_auc"]
     cards = [(f"{metrics['accuracy']:.3f}", "accuracy"), (f"{metrics['balanced_accuracy']:.3f}", "balanced accuracy"),
              (f"{metrics['f1_macro']:.3f}", "macro F1"), ("n/a" if auc is None else f"{auc:.3f}", "ROC-AUC (macro)"),
              (str(metrics["num_samples"]), f"{data.split_name} images"), (str(len(history)), "epochs"),
-             (f"{seconds:.1f} s", "training time")]
+             ("n/a" if seconds is None else f"{seconds:.1f} s", "training time")]
+    timing = (f" Training time includes {extraction:.1f} s of feature extraction (the features are cached: a "
+              "second run on the same data and backbone reads them back)." if extraction else "")
     return cards_html(cards) + note(
-        f"Metrics on the {data.split_name} split, computed from the model saved in model.safetensors "
-        "(the best checkpoint). Accuracy and F1 are fractions from 0 to 1.")
+        f"{run_title(data.run)}. Metrics on the {data.split_name} split, computed from the model saved in "
+        f"model.safetensors (the best checkpoint). Accuracy and F1 are fractions from 0 to 1.{timing}")
 
 
 def _config_table(config: Config) -> Markup:
     defaults = Config()
     groups: dict[str, list[dataclasses.Field]] = {}
+    hidden = 0
     for f in dataclasses.fields(Config):
-        groups.setdefault(f.metadata["group"], []).append(f)
+        if applies(f, config):
+            groups.setdefault(f.metadata["group"], []).append(f)
+        else:
+            hidden += 1
     tables = []
     for group, fields in groups.items():
         rows = [(Markup('<span class="{}">{}</span>').format(
                     "changed" if getattr(config, f.name) != getattr(defaults, f.name) else "", f.name),
                  _plain(getattr(config, f.name))) for f in fields]
         tables.append(Markup("<div><h3>{}</h3>{}</div>").format(group, table_html(("option", "value"), rows)))
-    return note("The resolved config (config.yaml); options changed from their defaults are in bold.") + \
+    command = "adapt" if config.target is not None else "fit"
+    return note(f"The resolved config (config.yaml) of this {command} run; options changed from their "
+                f"defaults are in bold. {hidden} options that do not apply to it (other commands', other "
+                "strategies' or methods') are left out; config.yaml lists them all.") + \
         Markup('<div class="config">{}</div>').format(Markup("").join(tables))
+
+
+def applies(field: dataclasses.Field, config: Config) -> bool:
+    """Whether option ``field`` affects a run of ``config``.
+
+    Fit runs show the training groups, adapt runs also the adaptation group; options whose help starts
+    with a strategy or method ("gradual: ...", "adda: ...") only for that strategy or method.
+    """
+    adaptation = config.target is not None
+    group = field.metadata["group"]
+    if group not in TRAINING_GROUPS and not (adaptation and group == ADAPT):
+        return False
+    prefix = re.match(r"(\w[\w+-]*)( strategy)?: ", field.metadata["help"])
+    if prefix is None:
+        return field.name != "mlp_dim" or _feature_input(config)
+    owner = prefix.group(1)
+    from cvtransfer.strategies import STRATEGIES
+
+    if owner in STRATEGIES:
+        return owner == config.strategy
+    if owner == "adapt":
+        return adaptation
+    from cvtransfer.adaptation import DA_METHODS
+
+    return owner not in DA_METHODS or owner == config.method
+
+
+def _feature_input(config: Config) -> bool:
+    from cvtransfer.data.domains import FEATURE_SUFFIXES
+
+    paths = [p for p in (config.data, config.target) if p is not None]
+    return any(Path(p).suffix.lower() in FEATURE_SUFFIXES for p in paths)
 
 
 def _plain(value: Any) -> str:
@@ -168,9 +336,15 @@ def _curves(run: Run) -> Markup:
     history = run.history
     if not history:
         return note("No history.csv: this run has no learning curves.")
-    title = f"Learning curves: {run.config.backbone} / {run.config.strategy}"
-    return figure_html(curves_figure(history, title), "learning curves",
-                       "Loss (cross-entropy) and accuracy per epoch, training against validation.")
+    title = f"Learning curves: {run_title(run)}"
+    if not is_adaptation(run):
+        return figure_html(curves_figure(history, title), "learning curves",
+                           "Loss (cross-entropy) and accuracy per epoch, training against validation.")
+    selection = selection_curve(run.config)
+    caption = ("Source cross-entropy and accuracy per epoch (training, and the source validation split), the "
+               "accuracy on the labelled target test images where there are any, and the unsupervised target "
+               f"score that chooses the kept epoch (--select-by {run.config.select_by}).")
+    return figure_html(curves_figure(history, title, selection=selection), "learning curves", caption)
 
 
 def _confusion(data: ReportData) -> Markup:
@@ -203,7 +377,7 @@ def _roc(data: ReportData) -> Markup:
 
 
 def _diagnosis(run: Run) -> Markup:
-    result = diagnose(run.history)
+    result = diagnose(run.history, run.config.epochs)
     verdict = Markup('<p><span class="verdict {}">{}</span> {}</p>').format(
         result.verdict.replace(" ", "-"), result.verdict, result.message)
     if not result.signals:
@@ -252,12 +426,20 @@ def _grad_cam(data: ReportData) -> Markup:
         images, maps, layer = interpret.grad_cam(data.run.model, samples, data.run.preprocessing, predicted,
                                                  data.run.config.max_image_pixels,
                                                  pick_device(data.run.config.accelerator))
-    except ValueError as err:  # a backbone without a spatial feature map: said on the page, not hidden
-        return note(f"Grad-CAM is not available for backbone {data.run.config.backbone}: {err}.")
+    except ValueError as err:  # no usable feature map (e.g. all 1x1 at a small input): said on the page
+        size = data.run.preprocessing.input_size
+        raise SectionUnavailable(f"{data.run.config.backbone} at {size} px: {err}") from err
     titles = [f"true {classes[y]}\npredicted {classes[p]}" for (_, y), p in zip(samples, predicted)]
     fig = interpret.grad_cam_figure(images, maps, titles, layer)
-    return figure_html(fig, "Grad-CAM overlays", "Where the model looks: regions that raise the score of the "
-                       "predicted class (red high, blue low), one image per class in turn.")
+    body = figure_html(fig, "Grad-CAM overlays", "Where the model looks: regions that raise the score of the "
+                       "predicted class (red high, blue low), one image per class in turn; layer "
+                       f"'{layer}', the deepest feature map of at least 2x2 that the class score's gradient "
+                       "reaches.")
+    blank = int(sum(1 for heat in maps if not np.ptp(heat) > 0))
+    if blank:
+        body += note(f"{blank} of {len(maps)} maps are blank (constant): for those images no region of layer "
+                     f"'{layer}' raises the predicted class's score (Grad-CAM keeps positive evidence only).")
+    return body
 
 
 def _embedding(data: ReportData) -> Markup:

@@ -25,6 +25,7 @@ from cvtransfer.data.loaders import default_workers, make_loader
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
+from cvtransfer.engine.progress import announce_run_folder
 from cvtransfer.errors import CvTransferError, DataError
 from cvtransfer.evaluation.diagnosis import diagnose
 from cvtransfer.evaluation.metrics import classification_metrics
@@ -71,11 +72,13 @@ def predict_probs(model: torch.nn.Module, samples: Sequence[Sample], preprocessi
 class Run:
     """Handle on a finished (or interrupted) run folder."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_image_pixels: int | None = None) -> None:
+        """``max_image_pixels``: images above it are refused when evaluating or predicting (default: the run's)."""
         self.path = Path(path)
         if not (self.path / "config.yaml").is_file():
             raise CvTransferError(f"{self.path} is not a cvtransfer run folder (no config.yaml)")
         self.config = Config.load(self.path / "config.yaml")
+        self.max_image_pixels = max_image_pixels or self.config.max_image_pixels
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -120,7 +123,7 @@ class Run:
 
         return predict_probs(self.model, samples, self.preprocessing, self.config.batch_size,
                              pick_device(self.config.accelerator), default_workers(self.config.num_workers),
-                             self.config.max_image_pixels)
+                             self.max_image_pixels)
 
     def evaluate(self, data: str | Path | None = None, out: str | Path | None = None,
                  features: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
@@ -141,7 +144,7 @@ class Run:
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
         history = self.history
         if history:
-            result = diagnose(history)
+            result = diagnose(history, self.config.epochs)
             metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
         write_json(out, metrics)
         plot_confusion(metrics["confusion_matrix"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"))
@@ -151,7 +154,7 @@ class Run:
         if data is None:
             splits = self.splits()
             return ("test", splits.test) if splits.test else ("val", splits.val)
-        found = discover(data, val_split=0.0, require_val=False, max_pixels=self.config.max_image_pixels)
+        found = discover(data, val_split=0.0, require_val=False, max_pixels=self.max_image_pixels)
         unknown = sorted(set(found.classes) - set(self.classes))
         if unknown:
             raise DataError(f"{data} has class(es) the model was not trained on: {', '.join(unknown)}")
@@ -161,7 +164,7 @@ class Run:
 
     def predict(self, paths: Sequence[str | Path], top_k: int = 1) -> list[dict[str, Any]]:
         """Top-k labels and probabilities for images and folders of images (unreadable ones skipped)."""
-        usable, skipped = split_usable([str(f) for f in _expand_images(paths)], self.config.max_image_pixels)
+        usable, skipped = split_usable([str(f) for f in _expand_images(paths)], self.max_image_pixels)
         for file, reason in skipped:
             log.warning("skipped %s: %s", file, reason)
         if not usable:
@@ -200,6 +203,15 @@ def _expand_images(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def selection_curve(config: Config) -> tuple[str, str] | None:
+    """(history column, "min" or "max") of the score that chose an adaptation run's epoch; None otherwise."""
+    if config.target is None or config.select_by == "none":
+        return None
+    from cvtransfer.adaptation.selection import SELECTION_SCORES
+
+    return f"val_{config.select_by}", SELECTION_SCORES.get(config.select_by).mode
+
+
 def finish_run(run_dir: Path, config: Config, classes: list[str], model: TransferModel,
                preprocessing: Preprocessing, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> Run:
     """Export the model, then write metrics, curves, confusion matrix and the fit diagnosis.
@@ -210,10 +222,12 @@ def finish_run(run_dir: Path, config: Config, classes: list[str], model: Transfe
     run = Run(run_dir)
     history = run.history
     if history:
-        plot_curves(history, run_dir / "curves.png", f"{config.backbone} / {config.strategy}")
+        plot_curves(history, run_dir / "curves.png", f"{config.backbone} / {config.strategy}",
+                    selection=selection_curve(config))
     metrics = run.evaluate(features=features)
     log.info("%s accuracy %.4f, macro F1 %.4f (%d images)", metrics["split"], metrics["accuracy"],
              metrics["f1_macro"], metrics["num_samples"])
     if "diagnosis" in metrics:
         log.info("diagnosis: %s", metrics["diagnosis"]["message"])
+    announce_run_folder(run_dir)
     return run

@@ -132,6 +132,14 @@ def test_adapt_and_shift_on_feature_files(tmp_path: Path, monkeypatch: pytest.Mo
     assert "precomputed features, not images" in (run.path / "report.html").read_text()
     assert run.metrics["num_samples"] == 60 and run.metrics["accuracy"] > 0.5  # transductive: all target rows
     assert run.classes == ["1", "2", "3"]
+    shift = json.loads((run.path / "shift.json").read_text())
+    # before and after are measured in one space (the MLP's); the files' own 12-d features are labelled apart
+    assert shift["spaces"]["before"].startswith("the MLP's 32-d") and shift["spaces"]["after"].startswith("the MLP's 32-d")
+    assert "12-d" in shift["spaces"]["input"] and shift["input"]["proxy_a_distance"] > 1.0
+    from cvtransfer.cli import adaptation_summary
+
+    summary = adaptation_summary(run)
+    assert "shift (the MLP's 32-d features, before -> after)" in summary and "shift in the feature files' own 12-d" in summary
     reloaded = cvtransfer.Run(run.path)  # the MLP is rebuilt from the exported architecture
     probs, labels = predict_probs(reloaded.model, [(f"{target}#0", 0), (f"{target}#59", 2)], reloaded.preprocessing)
     assert probs.shape == (2, 3) and labels.tolist() == [0, 2]

@@ -34,6 +34,20 @@ def test_test_split_is_carved_out_too(folder_dir: Path) -> None:
     assert len(splits.train) + len(splits.val) + len(splits.test) == 30
 
 
+def test_val_and_test_fractions_are_of_the_whole_data(tmp_path: Path) -> None:
+    write_class_images(tmp_path / "d", {"a": 50, "b": 50})
+    splits = discover(tmp_path / "d", val_split=0.2, test_split=0.2)
+    # 20% of 50 each, not 20% of the 40 left after the test split (8)
+    assert splits.counts("val") == {"a": 10, "b": 10}
+    assert splits.counts("test") == {"a": 10, "b": 10}
+    assert splits.counts("train") == {"a": 30, "b": 30}
+
+
+def test_fractions_leaving_no_training_data_are_refused(folder_dir: Path) -> None:
+    with pytest.raises(DataError, match="--val-split 0.5 and --test-split 0.5"):
+        discover(folder_dir, val_split=0.5, test_split=0.5)
+
+
 def test_csv_layout_with_split_column(tmp_path: Path, folder_dir: Path) -> None:
     rows = ["path,label,split"]
     for cls in "abc":

@@ -72,3 +72,18 @@ def test_imagenet_offline_fails_at_once_with_the_way_out(monkeypatch: pytest.Mon
 def test_model_without_published_weights() -> None:
     with pytest.raises(WeightsError, match="no published pretrained weights"):
         create_backbone("tinycnn", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["tv/regnet_x_400mf", "tv/squeezenet1_1"])
+def test_parameters_are_counted_for_models_that_cannot_be_built_on_meta(name: str) -> None:
+    params, size = backbones.count_parameters(name)
+    built = create_backbone(name)
+    assert params == sum(p.numel() for p in built.module.parameters()) and size == 224
+    assert built.module(torch.zeros(1, 3, 64, 64)).shape == (1, built.num_features)
+
+
+def test_a_pattern_matching_nothing_is_an_error_with_close_names() -> None:
+    with pytest.raises(ConfigError, match=r"no backbone matches 'tv/resnt\*': close names: .*tv/resnet"):
+        backbones.list_backbones("tv/resnt*")
+    with pytest.raises(ConfigError, match=r"cvtransfer backbones 'resnet\*'"):
+        backbones.list_backbones("zzzz_nothing*")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.errors import WeightsError
 from cvtransfer.models.factory import build_model
+from cvtransfer.models.weights import read_state_dict
 
 
 def _timm_state(num_classes: int = 7) -> dict[str, torch.Tensor]:
@@ -70,3 +73,71 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
         build_model("tinycnn", str(tmp_path / "nope.safetensors"), num_classes=3)
+
+
+def _run_file(tmp_path: Path, backbone: str, classes: list[str], seed: int = 0) -> Path:
+    """A model.safetensors as cvtransfer writes it (backbone and class names in its metadata)."""
+    torch.manual_seed(seed)
+    built = build_model(backbone, "none", num_classes=len(classes))
+    metadata = {"backbone": backbone, "classes": classes, "preprocessing": built.preprocessing.to_dict()}
+    path = tmp_path / f"{backbone}-{seed}" / "model.safetensors"
+    path.parent.mkdir()
+    save_model(built.model, path, metadata)
+    return path
+
+
+def test_weights_of_another_architecture_stop_with_the_way_out(tmp_path: Path) -> None:
+    path = _run_file(tmp_path, "resnet18", ["a", "b", "c"])
+    with pytest.raises(WeightsError, match=r"of backbone 'resnet18', not of --backbone 'resnet34'.*"
+                                           r"--allow-partial-weights") as err:
+        build_model("resnet34", str(path.parent), num_classes=3)
+    assert "\n" not in str(err.value)
+    built = build_model("resnet34", str(path.parent), num_classes=3, allow_partial_weights=True)
+    assert built.load_report.missing and torch.equal(
+        built.model.backbone.conv1.weight, read_state_dict(path)[0]["backbone.conv1.weight"])
+
+
+def test_a_file_matching_only_batchnorm_counters_is_an_error(tmp_path: Path) -> None:
+    counters = {k: v for k, v in _timm_state().items() if k.endswith("num_batches_tracked")}
+    assert counters
+    save_file(counters, tmp_path / "w.safetensors")
+    with pytest.raises(WeightsError, match="no tensor.*matches backbone"):
+        build_model("tinycnn", str(tmp_path / "w.safetensors"), num_classes=3, allow_partial_weights=True)
+
+
+def test_head_is_reused_for_the_same_class_names_in_another_order(tmp_path: Path) -> None:
+    path = _run_file(tmp_path, "tinycnn", ["a", "b", "c"])
+    saved = read_state_dict(path)[0]
+    built = build_model("tinycnn", str(path), num_classes=3, class_names=["c", "a", "b"])
+    assert torch.equal(built.model.head.weight, saved["head.weight"][[2, 0, 1]])
+    assert torch.equal(built.model.head.bias, saved["head.bias"][[2, 0, 1]])
+    assert "reordered" in built.load_report.head
+
+
+def test_head_of_other_classes_is_not_reused_even_with_the_same_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _run_file(tmp_path, "tinycnn", ["a", "b", "c"])
+    saved = read_state_dict(path)[0]
+    with caplog.at_level(logging.INFO, logger="cvtransfer"):
+        built = build_model("tinycnn", str(path), num_classes=3, class_names=["x", "y", "z"])
+    assert not torch.equal(built.model.head.weight, saved["head.weight"])
+    assert torch.equal(built.model.backbone.stem[0].weight, saved["backbone.stem.0.weight"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "new head" in warnings[0] and "x, y, z" in warnings[0]
+
+
+def test_head_of_a_file_without_class_names_is_reused_and_said_so(tmp_path: Path) -> None:
+    state = _timm_state(num_classes=3)
+    torch.save(state, tmp_path / "w.pth")
+    built = build_model("tinycnn", str(tmp_path / "w.pth"), num_classes=3, class_names=["a", "b", "c"])
+    assert torch.equal(built.model.head.weight, state["fc.weight"])
+    assert "without class names" in built.load_report.summary()
+
+
+def test_pickle_refusal_gives_no_torch_advice(tmp_path: Path) -> None:
+    torch.save({"weights": torch.zeros(1), "evil": _Payload(tmp_path / "pwned")}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError) as err:
+        build_model("tinycnn", str(tmp_path / "evil.pth"), num_classes=3)
+    assert "refused: it holds pickled code, which cvtransfer never runs" in str(err.value)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)

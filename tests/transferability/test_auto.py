@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import cvtransfer
-from cvtransfer.automatic import DataFacts, Relatedness, choose_strategy
-from cvtransfer.errors import WeightsError
+from cvtransfer.automatic import DataFacts, Relatedness, _backbone_decision, choose_strategy, transfer_candidate
+from cvtransfer.errors import ConfigError, WeightsError
+from cvtransfer.transferability.ranking import Candidate, CandidateScores, Ranking
 from tests.conftest import tiny_config
 from tests.test_cli import run_cli
 from tests.transferability.conftest import IMAGE_SIZE, weights_pairs
@@ -78,3 +79,29 @@ def test_auto_offline_default_candidates_say_what_to_do(split_dir: Path, tmp_pat
     monkeypatch.setattr("cvtransfer.transferability.ranking.build_model", offline)
     with pytest.raises(WeightsError, match="'fast' budget ranks resnet18,.*--weights A=PATH"):
         cvtransfer.auto(tiny_config(split_dir, tmp_path / "auto", weights="imagenet", budget="fast"))
+
+
+def test_equal_scores_are_a_tie_not_similar() -> None:
+    relation = related(0.5, 0.5, score=-0.7782, random_score=-0.7782)
+    assert not relation.similar and relation.tied
+    assert "a tie" in relation.describe()
+
+
+def _row(name: str, weights: str, score: float) -> CandidateScores:
+    return CandidateScores(Candidate(name, name.split("@")[0], weights), {"logme": score}, 0.0, 0.0)
+
+
+def test_random_init_candidates_are_baselines_never_the_transfer(tmp_path: Path) -> None:
+    ranking = Ranking([_row("tinycnn@none", "none", 0.9), _row("lenet", "a.pth", 0.3), _row("tinycnn", "b.pth", 0.1)],
+                      "logme", tmp_path)
+    chosen = transfer_candidate(ranking)
+    assert chosen.candidate.name == "lenet"
+    decision = _backbone_decision(ranking, chosen)
+    assert decision.choice == "lenet"
+    assert "of 2 pretrained candidates" in decision.reason and "tinycnn@none (0.9)" in decision.reason
+
+
+def test_auto_refuses_candidates_that_are_all_random_init(split_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="every candidate has --weights none"):
+        cvtransfer.auto(tiny_config(split_dir, tmp_path / "auto", backbones="tinycnn,lenet", weights="none"))
+    assert not (tmp_path / "auto").exists()

@@ -155,19 +155,33 @@ def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int) 
 
 
 def _split_missing(splits: DatasetSplits, val_split: float, test_split: float, seed: int, require_val: bool) -> None:
-    """Carve test and val out of train when the data has no such split."""
+    """Carve test and val out of train when the data has no such split.
+
+    Both fractions are of the whole labelled pool, as users read them: ``--val-split 0.2 --test-split 0.2``
+    on 100 images of a class holds out 20 for val and 20 for test (not 20% of the 80 left after test).
+    """
+    carve_test = not splits.test and test_split > 0
+    carve_val = not splits.val and require_val
+    if carve_val and val_split <= 0:
+        raise DataError("the data has no val/ split and --val-split is 0: give a val/ folder or a fraction")
+    if carve_test and carve_val and val_split + test_split >= 0.95:
+        raise DataError(f"--val-split {val_split} and --test-split {test_split} leave less than 5% of the data "
+                        "for training: lower them (both are fractions of the whole data set)")
     rng = random.Random(seed)
-    if not splits.test and test_split > 0:
+    whole = Counter(label for _, label in splits.train)
+    if carve_test:
         splits.train, splits.test = stratified_split(splits.train, test_split, rng)
-    if not splits.val and require_val:
-        if val_split <= 0:
-            raise DataError("the data has no val/ split and --val-split is 0: give a val/ folder or a fraction")
-        splits.train, splits.val = stratified_split(splits.train, val_split, rng)
+    if carve_val:
+        splits.train, splits.val = stratified_split(splits.train, val_split, rng, whole=whole)
 
 
-def stratified_split(samples: list[Sample], fraction: float, rng: random.Random) -> tuple[list[Sample], list[Sample]]:
+def stratified_split(
+    samples: list[Sample], fraction: float, rng: random.Random, whole: Counter[int] | None = None
+) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``fraction`` of each class (at least one image of every class that has two).
 
+    ``whole``: per-class counts the fraction is taken of (default: the samples' own counts), so a
+    second split carved after a first one is still a fraction of the original pool.
     Written here rather than with scikit-learn's train_test_split, which refuses classes with a
     single image; such a class stays in training.
     """
@@ -179,7 +193,8 @@ def stratified_split(samples: list[Sample], fraction: float, rng: random.Random)
     for label in sorted(by_label):
         items = by_label[label][:]
         rng.shuffle(items)
-        count = min(max(1, round(len(items) * fraction)), len(items) - 1)
+        base = whole[label] if whole is not None else len(items)
+        count = min(max(1, round(base * fraction)), len(items) - 1)
         held += items[:count]
         kept += items[count:]
     return sorted(kept), sorted(held)

@@ -65,7 +65,7 @@ class AdaptationModule(TransferModule):
         loss = classification + transfer
         self.train_accuracy(logits_s.detach(), y_s)
         size = len(y_s)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("train_accuracy", self.train_accuracy, on_step=False, on_epoch=True, batch_size=size)
         self.log("train_ce", classification.detach(), on_step=False, on_epoch=True, batch_size=size)
         for name, value in metrics.items():

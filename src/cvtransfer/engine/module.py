@@ -61,7 +61,7 @@ class TransferModule(pl.LightningModule):
             self.log("train_penalty", penalty, on_step=False, on_epoch=True)
             loss = loss + penalty
         self.train_accuracy(logits.detach(), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("train_accuracy", self.train_accuracy, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -69,7 +69,8 @@ class TransferModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_accuracy(logits, y)
-        self.log("val_loss", self.criterion(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("val_loss", self.criterion(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)  # the best checkpoint is chosen on every rank's share, not rank 0's
         self.log("val_accuracy", self.val_accuracy, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def on_fit_start(self) -> None:

@@ -19,8 +19,12 @@ LARGE_GAP = 0.20  # a gap this large is overfitting even while val loss still fa
 UNDERFIT_TRAIN_ACCURACY = 0.80
 
 
-def diagnose(history: list[dict[str, float]]) -> Diagnosis:
-    """Compare the final train and val accuracy and the val-loss trend."""
+def diagnose(history: list[dict[str, float]], epochs: int | None = None) -> Diagnosis:
+    """Compare the final train and val accuracy and the val-loss trend.
+
+    ``epochs``: the epochs the run was set to train; a history shorter than that means early stopping
+    ended it, and then more epochs are not suggested.
+    """
     rows = [r for r in history if not math.isnan(r.get("val_loss", math.nan))]
     if not rows:
         return Diagnosis("unknown", "no validation history to diagnose", {})
@@ -38,7 +42,12 @@ def diagnose(history: list[dict[str, float]]) -> Diagnosis:
                    "augmentation, more data, l2sp, a smaller --lr or --early-stop")
         return Diagnosis("overfitting", message, signals)
     if not math.isnan(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
-        message = (f"underfitting: train accuracy only {train_acc:.2f}; try more epochs, a higher --lr, "
-                   "or unfreezing more of the backbone")
+        if epochs is not None and len(history) < epochs:
+            message = (f"underfitting: train accuracy only {train_acc:.2f} and the run stopped early (after "
+                       f"{len(history)} of {epochs} epochs); try a higher --lr, a longer --early-stop "
+                       "patience, or unfreezing more of the backbone")
+        else:
+            message = (f"underfitting: train accuracy only {train_acc:.2f}; try more epochs, a higher --lr, "
+                       "or unfreezing more of the backbone")
         return Diagnosis("underfitting", message, signals)
     return Diagnosis("good fit", f"good fit: train accuracy {train_acc:.2f}, val {val_acc:.2f}", signals)

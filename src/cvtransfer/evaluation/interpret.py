@@ -112,57 +112,114 @@ class CamTarget:
 
 
 def cam_target(model: TransferModel, input_size: int) -> CamTarget:
-    """The backbone's last spatial feature map.
+    """The deepest layer whose output is a map of at least 2x2 that the class score's gradient reaches.
 
-    timm models name it in ``feature_info`` (the last stage, e.g. ``layer4``, ``stages.3``, ViT's
-    ``blocks.11``). Models without it (torchvision, tinycnn) get the last module, in execution
-    order, whose output is still spatial: found with forward hooks on one blank image, because
-    there is no common attribute naming it. The output shape decides the reshape: NCHW as is,
-    NHWC (Swin) permuted, tokens (ViT) stripped of their class/register tokens and made square.
+    Candidates, deepest first: timm models name their stage outputs in ``feature_info`` (``layer4``,
+    ``stages.3``, ViT's ``blocks.11``), each followed by its first norm when it is a transformer block
+    (``blocks.11.norm1``); other models (torchvision, tinycnn) offer every module whose output is still
+    spatial, found with forward hooks on one image in execution order. A candidate is kept when its
+    output is at least 2x2 (at small inputs a CNN's last map is 1x1: an earlier stage is used) and the
+    gradient of the top class reaches it at two positions or more: under class-token pooling a ViT's
+    last block passes gradient to its class token only, so its maps would be blank, while the block's
+    ``norm1`` feeds the attention that mixes the patch tokens into the class token.
+
+    The output shape decides the reshape: NCHW as is, NHWC (Swin) permuted, tokens (ViT) stripped
+    of their class/register tokens and made square. Raises ValueError saying why no layer qualifies.
     """
-    shapes = _output_shapes(model.backbone, input_size)
-    info = getattr(model.backbone, "feature_info", None)
+    backbone = model.backbone
+    outputs, score = _probe(model, input_size)
+    shapes = {name: tuple(tensor.shape) for name, tensor in outputs.items()}
+    info = getattr(backbone, "feature_info", None)
     if info:
-        name, channels = info[-1]["module"], int(info[-1]["num_chs"])
+        channels = {entry["module"]: int(entry["num_chs"]) for entry in info}
+        names = [n for entry in reversed(info) for n in _with_first_norm(backbone, entry["module"])]
     else:
-        spatial = [n for n, shape in shapes.items() if _spatial_layout(shape, None) is not None]
-        if not spatial:
-            raise ValueError("the backbone has no spatial feature map for Grad-CAM")
-        name, channels = spatial[-1], None
-    layout = _spatial_layout(shapes[name], channels)
-    reshape = {"nchw": None, "nhwc": _nhwc_to_nchw, "tokens": _tokens_to_nchw}[layout]
-    return CamTarget(name, model.backbone.get_submodule(name), reshape)
+        channels = {}
+        names = list(reversed(shapes))
+    candidates = []
+    for name in names:
+        if name in shapes:
+            layout = _spatial_layout(shapes[name], channels.get(name))
+            if layout is not None:
+                candidates.append((name, layout))
+    if not candidates:
+        largest = max((_side(shapes[n]) for n in names if n in shapes), default=0)
+        raise ValueError(f"no feature map of the backbone is at least 2x2 at {input_size} px input (the "
+                         f"largest is {largest}x{largest}): Grad-CAM needs a spatial map; a larger "
+                         "--image-size gives one")
+    for name, layout in candidates:  # deepest first: each check back-propagates only down to that layer
+        if _gradient_spread(score, outputs[name], layout) >= 2:
+            return CamTarget(name, backbone.get_submodule(name), _RESHAPES[layout])
+    tried = ", ".join(name for name, _ in candidates[:4]) + ("..." if len(candidates) > 4 else "")
+    raise ValueError("the gradient of the class score reaches no feature map at more than one position "
+                     f"(tried {tried})")
 
 
-def _output_shapes(backbone: nn.Module, input_size: int) -> dict[str, tuple[int, ...]]:
-    """Output shape of every named submodule, in the order their forward passes finish."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def _with_first_norm(backbone: nn.Module, name: str) -> list[str]:
+    """``name``, then ``name.norm1`` when the module is a transformer block (its input to the attention)."""
+    module = backbone.get_submodule(name)
+    return [name, f"{name}.norm1"] if isinstance(getattr(module, "norm1", None), nn.Module) else [name]
+
+
+def _probe(model: TransferModel, input_size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The outputs of every named backbone module and the top class score, for one seeded random image.
+
+    Outputs are in the order their forward passes finish; gradients are on, so each can be asked for
+    the score's gradient.
+    """
+    outputs: dict[str, torch.Tensor] = {}
 
     def record(name: str) -> Callable:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             if isinstance(output, torch.Tensor):
-                shapes.pop(name, None)
-                shapes[name] = tuple(output.shape)
+                outputs.pop(name, None)
+                outputs[name] = output
         return hook
 
+    backbone = model.backbone
     handles = [m.register_forward_hook(record(n)) for n, m in backbone.named_modules() if n]
-    device = next(backbone.parameters()).device
-    was_training = backbone.training
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, input_size, input_size, generator=generator).to(device).requires_grad_(True)
+    was_training = model.training
     try:
-        with torch.no_grad():
-            backbone.eval()(torch.zeros(1, 3, input_size, input_size, device=device))
+        with torch.enable_grad():
+            logits = model.eval()(image)
     finally:
-        backbone.train(was_training)
+        model.train(was_training)
         for handle in handles:
             handle.remove()
-    return shapes
+    return outputs, logits[0, int(logits[0].argmax())]
+
+
+def _gradient_spread(score: torch.Tensor, output: torch.Tensor, layout: str) -> int:
+    """At how many positions of the map ``output`` (of ``layout``) ``score`` has a non-zero gradient.
+
+    ``torch.autograd.grad`` to that tensor only: nothing below it is computed, no parameter gets a ``.grad``.
+    """
+    if not output.requires_grad:
+        return 0
+    (grad,) = torch.autograd.grad(score, output, retain_graph=True, allow_unused=True)
+    if grad is None:
+        return 0
+    reshape = _RESHAPES[layout]
+    grad = reshape(grad) if reshape else grad
+    return int((grad.abs().sum(dim=1) > 0).sum())
+
+
+def _side(shape: tuple[int, ...]) -> int:
+    """The smaller spatial side of an NCHW map or a token sequence (0 for anything else)."""
+    if len(shape) == 4:
+        return min(shape[2], shape[3])
+    return math.isqrt(shape[1]) if len(shape) == 3 else 0
 
 
 def _spatial_layout(shape: tuple[int, ...], channels: int | None) -> str | None:
+    """nchw, nhwc or tokens for an output that is a map of at least 2x2; None otherwise."""
     if len(shape) == 4:
         if channels is not None and shape[-1] == channels and shape[1] != channels:
-            return "nhwc"
-        return "nchw" if shape[2] * shape[3] > 1 else None
+            return "nhwc" if min(shape[1], shape[2]) >= 2 else None
+        return "nchw" if min(shape[2], shape[3]) >= 2 else None
     if len(shape) == 3:
         side = math.isqrt(shape[1])
         return "tokens" if side > 1 and shape[1] - side * side <= MAX_PREFIX_TOKENS else None
@@ -177,6 +234,10 @@ def _tokens_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
     side = math.isqrt(tensor.shape[1])
     patches = tensor[:, tensor.shape[1] - side * side:]  # class / register tokens come first
     return patches.reshape(tensor.shape[0], side, side, tensor.shape[2]).permute(0, 3, 1, 2)
+
+
+_RESHAPES: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
+    "nchw": None, "nhwc": _nhwc_to_nchw, "tokens": _tokens_to_nchw}
 
 
 def grad_cam(model: TransferModel, samples: Sequence[Sample], preprocessing: Preprocessing,
@@ -223,6 +284,9 @@ def grad_cam_figure(images: np.ndarray, maps: np.ndarray, titles: Sequence[str],
     return fig
 
 
+EXACT_TSNE_POINTS = 200  # up to this many points exact t-SNE is faster than Barnes-Hut (and exact)
+
+
 def embed_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """t-SNE of ``features`` to 2-D (after PCA to 50 dimensions when wider, as is customary)."""
     from sklearn.decomposition import PCA
@@ -232,7 +296,9 @@ def embed_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     if features.shape[1] > 50 and len(features) > 50:
         features = PCA(50, random_state=seed).fit_transform(features)
     perplexity = float(min(30.0, max(2.0, (len(features) - 1) / 3)))
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    method = "exact" if len(features) <= EXACT_TSNE_POINTS else "barnes_hut"
+    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, method=method)
+    return tsne.fit_transform(features)
 
 
 def subsample(count: int, limit: int, seed: int = 0) -> np.ndarray:

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
 from cvtransfer.io import atomic_path  # noqa: E402
@@ -27,27 +28,68 @@ def save_figure(fig: plt.Figure, path: str | Path) -> None:
     plt.close(fig)
 
 
-def curves_figure(history: list[dict[str, float]], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, training against validation."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [row["epoch"] + 1 for row in history]
-    for ax, metric, label in ((loss_ax, "loss", "Cross-entropy loss"), (acc_ax, "accuracy", "Accuracy")):
+def _column(history: list[dict[str, float]], name: str) -> list[float] | None:
+    """The values of history column ``name`` per epoch, None when it has none."""
+    values = [row.get(name, math.nan) for row in history]
+    return values if any(not math.isnan(v) for v in values) else None
+
+
+def _integer_epochs(ax: plt.Axes) -> None:
+    """Epoch axes tick whole epochs only."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def curves_figure(history: list[dict[str, float]], title: str = "",
+                  selection: tuple[str, str] | None = None) -> plt.Figure:
+    """Loss and accuracy per epoch, training against validation.
+
+    Adaptation runs (a ``target_accuracy`` column, or ``selection``): training and validation are
+    the source's, the target test accuracy is added to the accuracy panel, and ``selection``
+    (history column, "min" or "max") gets a third panel with the epoch it selects marked.
+    """
+    target = _column(history, "target_accuracy")
+    scores = _column(history, selection[0]) if selection else None
+    adaptation = target is not None or selection is not None
+    panels = 3 if scores is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    loss_ax, acc_ax = axes[0], axes[1]
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
-            values = [row.get(f"{split}_{metric}", math.nan) for row in history]
-            if any(not math.isnan(v) for v in values):
-                ax.plot(epochs, values, style, markersize=3, label=split)
+            values = _column(history, f"{split}_{metric}")
+            if values is not None:
+                series = f"{split} (source)" if adaptation else split
+                ax.plot(epochs, values, style, markersize=3, label=series)
+    if target is not None:
+        acc_ax.plot(epochs, target, "-^", markersize=3, label="target test")
+    if scores is not None:
+        score_ax = axes[2]
+        name, mode = selection
+        score_ax.plot(epochs, scores, "-d", markersize=3, color="tab:purple", label=name)
+        known = [(v, e) for v, e in zip(scores, epochs) if not math.isnan(v)]
+        # the first best epoch, as the checkpoint callback keeps it
+        value, epoch = min(known, key=lambda pair: (pair[0] if mode == "min" else -pair[0], pair[1]))
+        score_ax.plot([epoch], [value], "*", markersize=12, color="tab:red",
+                      label=f"selected (epoch {epoch})")
+        score_ax.set_ylabel(f"{name} ({'lower' if mode == 'min' else 'higher'} is better)")
+        score_ax.set_title("Unsupervised selection score (target)", fontsize=10)
+    for ax in axes:
         ax.set_xlabel("Epoch")
-        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+        _integer_epochs(ax)
+    loss_ax.set_ylabel("Cross-entropy loss")
+    acc_ax.set_ylabel("Accuracy")
     acc_ax.set_ylim(0, 1.02)
     fig.suptitle(title or "Learning curves")
+    fig.tight_layout()
     return fig
 
 
-def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = "",
+                selection: tuple[str, str] | None = None) -> None:
     """Save :func:`curves_figure` as a PNG."""
-    save_figure(curves_figure(history, title), path)
+    save_figure(curves_figure(history, title, selection=selection), path)
 
 
 def confusion_figure(matrix: list[list[int]], class_names: list[str], normalise: bool = False) -> plt.Figure:
@@ -104,17 +146,21 @@ def comparison_figure(histories: Sequence[list[dict[str, float]]], names: Sequen
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
     colors = class_colors(len(names))
     for history, name, color in zip(histories, names, colors):
-        epochs = [row["epoch"] + 1 for row in history]
+        epochs = [int(row["epoch"]) + 1 for row in history]
         loss_ax.plot(epochs, [row.get("val_loss", math.nan) for row in history], "-o", ms=3, color=color, label=name)
         loss_ax.plot(epochs, [row.get("train_loss", math.nan) for row in history], ":", color=color)
         acc_ax.plot(epochs, [row.get("val_accuracy", math.nan) for row in history], "-o", ms=3, color=color,
                     label=name)
+        target = _column(history, "target_accuracy")
+        if target is not None:
+            acc_ax.plot(epochs, target, "--^", ms=3, color=color)
     loss_ax.set_ylabel("Cross-entropy loss (val solid, train dotted)")
-    acc_ax.set_ylabel("Validation accuracy")
+    acc_ax.set_ylabel("Accuracy (val solid, adaptation target dashed)")
     acc_ax.set_ylim(0, 1.02)
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("Epoch")
         ax.grid(alpha=0.3)
+        _integer_epochs(ax)
     if len(names) <= MAX_LEGEND_ENTRIES:
         acc_ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Learning curves of the compared runs")

@@ -7,9 +7,12 @@ its classifier, producing pooled features of width ``num_features``.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -21,7 +24,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from cvtransfer.data.transforms import Preprocessing
-from cvtransfer.errors import WeightsError, unknown_name
+from cvtransfer.errors import ConfigError, WeightsError, unknown_name
 from cvtransfer.models import tiny  # noqa: F401  (registers tinycnn and lenet in timm)
 
 log = logging.getLogger(__name__)
@@ -61,18 +64,22 @@ def torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def create_backbone(name: str, pretrained: bool = False) -> Backbone:
-    """Build ``name`` without its classifier; ``pretrained`` downloads the hub's ImageNet weights."""
+def create_backbone(name: str, pretrained: bool = False, image_size: int | None = None) -> Backbone:
+    """Build ``name`` without its classifier; ``pretrained`` downloads the hub's ImageNet weights.
+
+    ``image_size``: build models whose shape depends on the input size (ViT, DeiT, Swin, ...) for that
+    size; pretrained position embeddings are resampled to it. Other models take any size anyway.
+    """
     source, arch = resolve_name(name)
     if source == "timm":
-        return _create_timm(arch, pretrained)
-    return _create_torchvision(arch, pretrained)
+        return _create_timm(arch, pretrained, image_size)
+    return _create_torchvision(arch, pretrained, image_size)
 
 
-def _create_timm(arch: str, pretrained: bool) -> Backbone:
+def _create_timm(arch: str, pretrained: bool, image_size: int | None = None) -> Backbone:
     if pretrained:
         _require_timm_weights(arch)
-    module = timm.create_model(arch, pretrained=pretrained, num_classes=0)
+    module = _timm_model_at_size(arch, pretrained, image_size)
     config = timm.data.resolve_data_config({}, model=module)
     preprocessing = Preprocessing(
         input_size=int(config["input_size"][-1]),
@@ -93,12 +100,43 @@ def _create_timm(arch: str, pretrained: bool) -> Backbone:
     )
 
 
-def _create_torchvision(arch: str, pretrained: bool) -> Backbone:
+def _timm_model_at_size(arch: str, pretrained: bool, image_size: int | None) -> nn.Module:
+    """``timm.create_model`` with ``img_size=image_size`` for the models that take it (ViT, Swin, ...)."""
+    cfg = timm.models.get_pretrained_cfg(arch)
+    default = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else None
+    if image_size is None or image_size == default:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=0)
+    try:
+        module = timm.create_model(arch, pretrained=pretrained, num_classes=0, img_size=image_size)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+        return timm.create_model(arch, pretrained=pretrained, num_classes=0)  # any input size works
+    except (AssertionError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"backbone '{arch}' cannot be built at --image-size {image_size}: "
+                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    _require_tokens(arch, module, image_size)
+    return module
+
+
+def _require_tokens(arch: str, module: nn.Module, image_size: int) -> None:
+    """A patch-embedding model needs at least one patch per side."""
+    embed = getattr(module, "patch_embed", None)
+    grid, patch = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
+    if grid is not None and patch is not None and min(grid) == 0:
+        raise ConfigError(f"backbone '{arch}' needs --image-size >= {max(patch)} (its patch size), "
+                          f"not {image_size}")
+
+
+def _create_torchvision(arch: str, pretrained: bool, image_size: int | None = None) -> Backbone:
     weights = torchvision.models.get_model_weights(arch).DEFAULT if pretrained else None
     if weights is not None:
         _require_url_weights(weights.url, TORCHVISION_PREFIX + arch)
     kwargs = {"aux_logits": weights is not None, "init_weights": False} if arch == "inception_v3" else {}
-    module = torchvision.models.get_model(arch, weights=weights, **kwargs)
+    if image_size is not None and arch.startswith("vit_") and image_size != 224:
+        module = _torchvision_vit_at_size(arch, weights, image_size)
+    else:
+        module = torchvision.models.get_model(arch, weights=weights, **kwargs)
     if arch == "inception_v3":
         module.aux_logits, module.AuxLogits = False, None
     classifier_prefix, num_features = _drop_last_linear(module)
@@ -113,9 +151,32 @@ def _create_torchvision(arch: str, pretrained: bool) -> Backbone:
     )
 
 
+def _torchvision_vit_at_size(arch: str, weights: object | None, image_size: int) -> nn.Module:
+    """A torchvision ViT built for ``image_size``, its pretrained position embeddings interpolated."""
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    try:
+        module = torchvision.models.get_model(arch, weights=None, image_size=image_size)
+    except (AssertionError, RuntimeError, ValueError) as err:
+        raise ConfigError(f"backbone 'tv/{arch}' cannot be built at --image-size {image_size}: {err} (use a "
+                          "multiple of its patch size)") from None
+    if weights is not None:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+        module.load_state_dict(interpolate_embeddings(image_size, module.patch_size, state))
+    return module
+
+
 def _drop_last_linear(module: nn.Module) -> tuple[str, int]:
-    """Replace the last Linear layer (the classifier) by Identity; return its name and input width."""
-    name, layer = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    """Replace the last Linear layer (the classifier) by Identity; return its name and input width.
+
+    SqueezeNet classifies with a 1x1 convolution: its classifier becomes global average pooling.
+    """
+    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        conv = [(n, m) for n, m in module.classifier.named_modules() if isinstance(m, nn.Conv2d)][-1]
+        module.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return f"classifier.{conv[0]}", conv[1].in_channels
+    name, layer = linears[-1]
     parent_name, _, child = name.rpartition(".")
     parent = module.get_submodule(parent_name) if parent_name else module
     setattr(parent, child, nn.Identity())
@@ -211,11 +272,41 @@ def _require_host(host: str, arch: str) -> None:
 
 
 def count_parameters(name: str) -> tuple[int, int]:
-    """(parameters, default input size) of ``name``, built on the meta device (no memory, fast)."""
-    with torch.device("meta"):
-        backbone = create_backbone(name, pretrained=False)
+    """(parameters, default input size) of ``name``, built without allocating its weights.
+
+    First on the meta device (fast); models whose construction computes on tensors (torchvision's
+    RegNets) are built on the CPU with every parameter and buffer moved to meta as it is registered.
+    """
+    try:
+        with torch.device("meta"):
+            backbone = create_backbone(name, pretrained=False)
+    except (NotImplementedError, RuntimeError):
+        with _registered_on_meta():
+            backbone = create_backbone(name, pretrained=False)
     params = sum(p.numel() for p in backbone.module.parameters())
     return params, backbone.preprocessing.input_size
+
+
+@contextlib.contextmanager
+def _registered_on_meta() -> Iterator[None]:
+    """Move parameters and buffers to the meta device as modules register them (no memory kept)."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter_on_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer_on_meta(
+        self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True
+    ) -> None:
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter_on_meta, buffer_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
 
 
 COMMON_BACKBONES = (
@@ -226,10 +317,19 @@ COMMON_BACKBONES = (
 
 
 def list_backbones(pattern: str | None = None) -> list[str]:
-    """Names matching a shell-style ``pattern`` (timm and tv/ torchvision); the common ones if None."""
+    """Names matching a shell-style ``pattern`` (timm and tv/ torchvision); the common ones if None.
+
+    A pattern that matches nothing is a ConfigError suggesting close names.
+    """
     if pattern is None:
         return list(COMMON_BACKBONES)
     names = timm.list_models(pattern) if not pattern.startswith(TORCHVISION_PREFIX) else []
     names += [TORCHVISION_PREFIX + n for n in torchvision_names() if fnmatch(TORCHVISION_PREFIX + n, pattern)
               or fnmatch(n, pattern)]
+    if not names:
+        stem = re.sub(r"[*?\[\]]", "", pattern)
+        every = timm.list_models() + [TORCHVISION_PREFIX + n for n in torchvision_names()]
+        close = difflib.get_close_matches(stem, every, n=3, cutoff=0.6)
+        hint = f"close names: {', '.join(close)}" if close else "try e.g. cvtransfer backbones 'resnet*'"
+        raise ConfigError(f"no backbone matches '{pattern}': {hint} (patterns are shell-style: * and ?)")
     return names

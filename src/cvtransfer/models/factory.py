@@ -12,7 +12,7 @@ from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone, create_backbone
 from cvtransfer.models.feature_mlp import feature_backbone
 from cvtransfer.models.transfer_model import TransferModel
-from cvtransfer.models.weights import LoadReport, load_into, resolve_weights_file
+from cvtransfer.models.weights import LoadReport, load_into, read_state_dict, resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -30,40 +30,61 @@ class BuiltModel:
 
 def build_model(
     backbone_name: str, weights: str, num_classes: int, image_size: int | None = None, drop_rate: float = 0.0,
-    seed: int = 0, bottleneck_dim: int = 0,
+    seed: int = 0, bottleneck_dim: int = 0, class_names: list[str] | None = None,
+    allow_partial_weights: bool = False,
 ) -> BuiltModel:
-    """Create ``backbone_name`` with ``weights`` (imagenet, none or a path) and a ``num_classes`` head."""
-    backbone = create_backbone(backbone_name, pretrained=weights == "imagenet")
-    return _assemble(backbone, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim)
+    """Create ``backbone_name`` with ``weights`` (imagenet, none or a path) and a ``num_classes`` head.
+
+    The model is built for ``image_size`` (else the weights file's size, else the default); a file's
+    head is reused only for ``class_names`` (when given) equal to its own, in any order.
+    """
+    read = None
+    if weights not in ("imagenet", "none"):
+        read = read_state_dict(resolve_weights_file(weights))
+        image_size = image_size or _saved_size(read[1])
+    backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
+    return _assemble(backbone, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim, class_names,
+                     allow_partial_weights, read)
 
 
 def build_feature_model(
     in_features: int, weights: str, num_classes: int, mlp_dim: int = 512, drop_rate: float = 0.0, seed: int = 0,
-    bottleneck_dim: int = 0,
+    bottleneck_dim: int = 0, class_names: list[str] | None = None, allow_partial_weights: bool = False,
 ) -> BuiltModel:
     """An MLP over precomputed features (feature files) in place of a backbone; ``weights`` none or a path."""
     if weights == "imagenet":
         raise ConfigError("feature files train a small MLP from scratch: use --weights none (or the path of a "
                           "run trained on the same features)")
     built = _assemble(feature_backbone(in_features, mlp_dim), weights, num_classes, None, drop_rate, seed,
-                      bottleneck_dim)
+                      bottleneck_dim, class_names, allow_partial_weights)
     built.model.architecture.update(in_features=in_features, mlp_dim=mlp_dim)
     return built
 
 
 def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> TransferModel:
-    """An untrained model of the architecture a saved model's metadata describes (its tensors load into it)."""
+    """An untrained model of the architecture a saved model's metadata describes (its tensors load into it).
+
+    It is built at the saved input size (a ViT trained at 64 px has 64-px position embeddings).
+    """
     architecture = metadata.get("architecture") or {}
     if "in_features" in architecture:
         backbone = feature_backbone(int(architecture["in_features"]), int(architecture["mlp_dim"]))
     else:
-        backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False)
+        backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False,
+                                   image_size=_saved_size(metadata))
     return TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups,
                          bottleneck_dim=int(architecture.get("bottleneck_dim", 0)))
 
 
+def _saved_size(metadata: dict) -> int | None:
+    """The input size a saved model was trained at (its preprocessing metadata), if known."""
+    size = (metadata.get("preprocessing") or {}).get("input_size")
+    return int(size) if size else None
+
+
 def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: int | None, drop_rate: float,
-              seed: int, bottleneck_dim: int) -> BuiltModel:
+              seed: int, bottleneck_dim: int, class_names: list[str] | None = None,
+              allow_partial: bool = False, read: tuple[dict, dict] | None = None) -> BuiltModel:
     model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate,
                           bottleneck_dim)
     preprocessing, report = backbone.preprocessing, None
@@ -73,8 +94,8 @@ def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: in
         weights_id = f"none:{backbone.name}:seed{seed}"
     else:
         path = resolve_weights_file(weights)
-        report, metadata = load_into(model, backbone, path)
-        log.info("weights: %s", report.summary())
+        report, metadata = load_into(model, backbone, path, class_names, allow_partial, read)
+        log.log(logging.WARNING if report.new_head else logging.INFO, "weights: %s", report.summary())
         if "preprocessing" in metadata:
             preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
         weights_id = f"file:{file_digest(path)}"

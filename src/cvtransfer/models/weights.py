@@ -29,6 +29,8 @@ METADATA_KEY = "cvtransfer"
 MODEL_FILE = "model.safetensors"
 OUR_PREFIXES = ("backbone.", "bottleneck.", "head.")
 WRAPPER_PREFIXES = ("network.", "model.", "module.", "_orig_mod.")
+BN_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: present in every BN model, it proves no fit
+PARTIAL_LIMIT = 0.1  # more than this share of backbone tensors missing or mis-shaped: another architecture
 
 
 @dataclass
@@ -40,17 +42,23 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # "key: reason"
+    head: str = ""  # what became of the file's classifier head, when the class names say something
+
+    @property
+    def new_head(self) -> bool:
+        """The file's head was left out because its classes are not the data's."""
+        return self.head.startswith("new head")
 
     def summary(self) -> str:
         text = f"loaded {self.loaded} tensors from {self.source}"
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected), ("dropped", self.dropped)):
             if items:
                 text += f"; {len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
-        return text
+        return text + (f"; {self.head}" if self.head else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "loaded": self.loaded, "missing": self.missing,
-                "unexpected": self.unexpected, "dropped": self.dropped}
+                "unexpected": self.unexpected, "dropped": self.dropped, "head": self.head}
 
 
 def resolve_weights_file(path: str | Path) -> Path:
@@ -76,17 +84,22 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         return tensors, json.loads(metadata.get(METADATA_KEY, "{}"))
     try:
         state = load_state_dict(str(path), use_ema=True, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise WeightsError(
-            f"{path} holds Python objects beyond tensors and is refused (loading it could run code): "
-            f"save its state_dict or convert it to safetensors ({str(err).splitlines()[0][:80]})"
-        ) from None
+    except pickle.UnpicklingError:
+        raise _refused(path) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
+        if "weights_only" in str(err):
+            raise _refused(path) from None
         raise WeightsError(f"{path} is not a readable PyTorch weights file: {str(err).splitlines()[0]}") from None
     tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
     if not tensors:
         raise WeightsError(f"{path} contains no tensors")
     return tensors, {}
+
+
+def _refused(path: Path) -> WeightsError:
+    """The refusal of a pickle holding code, without torch's advice to load it unsafely."""
+    return WeightsError(f"{path}: refused: it holds pickled code, which cvtransfer never runs; convert it to "
+                        ".safetensors (or a plain state dict) on a machine you trust")
 
 
 def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,17 +117,41 @@ def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def split_backbone_and_head(
     state: dict[str, torch.Tensor], backbone: Backbone
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Backbone tensors (keys relative to the backbone) and classifier tensors (weight, bias)."""
+    """Backbone tensors (keys relative to the backbone) and classifier tensors (weight, bias).
+
+    The architecture's converter runs on the backbone tensors (it resamples position embeddings to
+    the model's input size); on a cvtransfer file only where it makes more tensors fit.
+    """
     state = _strip_wrappers(state)
     # all keys, not any: timm checkpoints of ViT, ConvNeXt, Swin name their classifier "head." too
     if all(key.startswith(OUR_PREFIXES) for key in state):
         body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-        return body, head
+        converted = _convert(body, backbone)
+        own = backbone.module.state_dict()
+        return (converted if len(_fitting(own, converted)) > len(_fitting(own, body)) else body), head
     prefix = backbone.classifier_prefix + "."
     head = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    body = _apply_timm_filter({k: v for k, v in state.items() if not k.startswith(prefix)}, backbone)
+    body = _convert({k: v for k, v in state.items() if not k.startswith(prefix)}, backbone)
     return body, head
+
+
+def _fitting(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    """Keys of ``own`` that ``state`` fills with a tensor of the same shape (BatchNorm counters aside)."""
+    return [k for k, v in own.items()
+            if not k.endswith(BN_COUNTER) and k in state and state[k].shape == v.shape]
+
+
+def _convert(state: dict[str, torch.Tensor], backbone: Backbone) -> dict[str, torch.Tensor]:
+    """timm's ``checkpoint_filter_fn`` of the architecture, or torchvision's ViT embedding interpolation."""
+    if backbone.source == "torchvision":
+        module = backbone.module
+        if "encoder.pos_embedding" in state and hasattr(module, "image_size"):
+            from torchvision.models.vision_transformer import interpolate_embeddings
+
+            return interpolate_embeddings(module.image_size, module.patch_size, state)
+        return state
+    return _apply_timm_filter(state, backbone)
 
 
 def _apply_timm_filter(state: dict[str, torch.Tensor], backbone: Backbone) -> dict[str, torch.Tensor]:
@@ -134,23 +171,82 @@ def _apply_timm_filter(state: dict[str, torch.Tensor], backbone: Backbone) -> di
         return state
 
 
-def load_into(model: TransferModel, backbone: Backbone, path: str | Path) -> tuple[LoadReport, dict[str, Any]]:
-    """Load ``path`` into ``model``: tensors whose shape differs (a head of another size) are dropped."""
-    state, metadata = read_state_dict(path)
+def load_into(
+    model: TransferModel, backbone: Backbone, path: str | Path, class_names: list[str] | None = None,
+    allow_partial: bool = False, read: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+) -> tuple[LoadReport, dict[str, Any]]:
+    """Load ``path`` into ``model``: tensors whose shape differs (a head of another size) are dropped.
+
+    ``class_names``: the data's classes; the file's head is reused only for the same names (rows put
+    in the data's order), else a new head starts. More than PARTIAL_LIMIT of the backbone's tensors
+    missing or mis-shaped is an error unless ``allow_partial``. ``read``: the file's (tensors, metadata).
+    """
+    state, metadata = read if read is not None else read_state_dict(path)
     body, head = split_backbone_and_head(state, backbone)
+    _check_coverage(model.backbone.state_dict(), body, backbone.name, metadata, path, state, allow_partial)
     report = LoadReport(source=str(path))
     report.loaded += _load_filtered(model.backbone, body, report, prefix="")
     bottleneck = {k[len("bottleneck."):]: v for k, v in _strip_wrappers(state).items() if k.startswith("bottleneck.")}
     if bottleneck:  # a cvtransfer model with a bottleneck (an adaptation run, ADDA's source stage)
         report.loaded += _load_filtered(model.bottleneck, bottleneck, report, prefix="bottleneck.", count_missing=False)
+    head = _matching_head(head, metadata.get("classes"), class_names, report)
     if head:
+        dropped = len(report.dropped)
         report.loaded += _load_filtered(model.head, head, report, prefix="head.", count_missing=False)
-    if report.loaded == 0:
+        if class_names is not None and metadata.get("classes") is None and len(report.dropped) == dropped:
+            report.head = ("head reused without class names to check (the file has none): make sure its "
+                           "classes are the data's, in the same order")
+    return report, metadata
+
+
+def _check_coverage(
+    own: dict[str, torch.Tensor], body: dict[str, torch.Tensor], name: str, metadata: dict[str, Any],
+    path: str | Path, state: dict[str, torch.Tensor], allow_partial: bool,
+) -> None:
+    """Refuse weights that fill none, or (unless ``allow_partial``) too few, of the backbone's tensors."""
+    own = {k: v for k, v in own.items() if not k.endswith(BN_COUNTER)}
+    if not own:
+        return
+    fitting = _fitting(own, body)
+    if not fitting:
         raise WeightsError(
-            f"no tensor of {path} matches backbone '{backbone.name}' (first keys: {', '.join(list(state)[:3])}): "
+            f"no tensor of {path} matches backbone '{name}' (first keys: {', '.join(list(state)[:3])}): "
             "is it a checkpoint of another architecture?"
         )
-    return report, metadata
+    bad = [k for k in own if k not in set(fitting)]
+    if len(bad) <= PARTIAL_LIMIT * len(own):
+        return
+    saved = metadata.get("backbone")
+    origin = f"holds weights of backbone '{saved}'" if saved and saved != name else "does not fit"
+    text = (f"{path} {origin}, not of --backbone '{name}': {len(bad)} of {len(own)} backbone tensors "
+            f"missing or of another shape ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    if not allow_partial:
+        raise WeightsError(f"{text}; pass weights of '{name}', or --allow-partial-weights to go on with "
+                           "those tensors left at their initialisation")
+    log.warning("%s; going on (--allow-partial-weights)", text)
+
+
+def _matching_head(
+    head: dict[str, torch.Tensor], file_classes: list[str] | None, class_names: list[str] | None,
+    report: LoadReport,
+) -> dict[str, torch.Tensor]:
+    """The file's head if its classes are the data's (rows reordered to the data's order), else {}."""
+    if not head or file_classes is None or class_names is None:
+        return head
+    if list(file_classes) == list(class_names):
+        return head
+    if sorted(file_classes) == sorted(class_names) and len(set(class_names)) == len(class_names):
+        order = [list(file_classes).index(name) for name in class_names]
+        if all(value.shape[:1] == (len(order),) for value in head.values()):
+            report.head = "head reused, its rows reordered to the data's class order"
+            return {key: value[order] for key, value in head.items()}
+    report.head = (f"new head: the file's classes ({_preview(file_classes)}) are not the data's "
+                   f"({_preview(class_names)})")
+    return {}
+
+
+def _preview(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f", ... ({len(names)})" if len(names) > 4 else "")
 
 
 def _load_filtered(

@@ -155,7 +155,8 @@ def extract(candidate: Candidate, samples: list[tuple[str, int]], num_classes: i
 
     with torch.random.fork_rng(devices=[]):  # random init as ``fit`` makes it, so the cache key "none:...:seedN" holds
         torch.manual_seed(config.seed)
-        built = build_model(candidate.backbone, candidate.weights, num_classes, config.image_size, seed=config.seed)
+        built = build_model(candidate.backbone, candidate.weights, num_classes, config.image_size,
+                            seed=config.seed, allow_partial_weights=config.allow_partial_weights)
     start = time.perf_counter()
     features = cached_features(
         built.model.backbone, samples, built.preprocessing, backbone=built.backbone.name,
