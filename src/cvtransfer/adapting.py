@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from cvtransfer.adaptation import build_domain_losses
 from cvtransfer.adaptation.selection import SELECTION_SCORES
@@ -33,7 +33,7 @@ from cvtransfer.data.domains import (
 )
 from cvtransfer.data.features import compute_features
 from cvtransfer.data.folders import write_skipped
-from cvtransfer.data.loaders import default_workers, make_loader
+from cvtransfer.data.loaders import class_loss_weights, class_sample_weights, default_workers, make_loader
 from cvtransfer.data.transforms import Preprocessing, eval_transform, train_transform
 from cvtransfer.engine.adaptation import AdaptationModule, history_columns
 from cvtransfer.engine.checkpoints import load_checkpoint, network_state
@@ -59,6 +59,26 @@ ADAPT_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "lr": 0.01, "weight_decay"
 def default_adapt_dir(config: Config) -> Path:
     """runs/adapt-<method>-<backbone>-<strategy>-<time> when ``--out`` is not given."""
     return default_run_dir(config, prefix=f"adapt-{config.method}-")
+
+
+# Options of fit that adapt cannot honour, with their defaults and why: refused, never silently ignored.
+NOT_FOR_ADAPT: dict[str, tuple[Any, str]] = {
+    "test_split": (0.0, "adapt tests on the target: give --target-test DIR or a TGT_DIR/test/ folder"),
+    "mixup": (0.0, "source and target batches are not mixed"),
+    "cutmix": (0.0, "source and target batches are not mixed"),
+    "monitor": ("val_loss", "adapt keeps the epoch chosen by --select-by"),
+}
+
+
+def check_adapt_options(config: Config) -> None:
+    """Refuse, in one line, an option of ``config`` that adaptation would otherwise ignore."""
+    for name, (default, reason) in NOT_FOR_ADAPT.items():
+        if getattr(config, name) != default:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to adapt ({reason}); leave it out")
+    if get_strategy(config.strategy).uses_feature_cache:
+        raise ConfigError(f"--strategy {config.strategy} trains on cached features, but adaptation must train "
+                          "the features: use full, partial, gradual or l2sp")
 
 
 def adaptation_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -106,10 +126,18 @@ def _sample(samples: list[tuple[str, int]], count: int, seed: int) -> list[tuple
     return [samples[i] for i in chosen]
 
 
-def _pair_loader(dataset: Any, config: Config, seed: int, workers: int) -> DataLoader:
-    """Exactly ``iters_per_epoch`` batches per epoch, reshuffled; cycles through a small domain."""
+def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
+                 balance: tuple[list[int], int] | None = None) -> DataLoader:
+    """Exactly ``iters_per_epoch`` batches per epoch, reshuffled; cycles through a small domain.
+
+    ``balance``: (labels, number of classes) to draw every class equally often (``--balanced-sampler``).
+    """
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, num_samples=config.iters_per_epoch * config.batch_size, generator=generator)
+    draws = config.iters_per_epoch * config.batch_size
+    sampler: Sampler = RandomSampler(dataset, num_samples=draws, generator=generator)
+    if balance is not None:
+        sampler = WeightedRandomSampler(class_sample_weights(*balance), num_samples=draws, replacement=True,
+                                        generator=generator)
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
@@ -121,7 +149,9 @@ def adaptation_loaders(config: Config, splits: DomainSplits, preprocessing: Prep
     train_tf, eval_tf = train_transform(preprocessing, config.augment), eval_transform(preprocessing)
     pixels = config.max_image_pixels
     train = CombinedLoader({
-        "source": _pair_loader(domain_dataset(splits.train, train_tf, pixels), config, config.seed, workers),
+        "source": _pair_loader(domain_dataset(splits.train, train_tf, pixels), config, config.seed, workers,
+                               balance=([y for _, y in splits.train], len(splits.classes))
+                               if config.balanced_sampler else None),
         "target": _pair_loader(domain_dataset(splits.target_train, train_tf, pixels), config, config.seed + 1,
                                workers),
     }, mode="min_size")
@@ -152,13 +182,15 @@ def measure(network: nn.Module, splits: DomainSplits, preprocessing: Preprocessi
 
 def shift_spaces(config: Config, splits: DomainSplits) -> dict[str, str]:
     """What feature space each measure of shift.json is taken in (before and after share one)."""
+    bottleneck = f"the {config.bottleneck_dim}-d bottleneck after adaptation"
     if splits.features:
         network = f"the MLP's {config.mlp_dim}-d features"
-        return {"input": f"the feature files' own {feature_width(splits.train)}-d features",
+        return {"network": network, "input": f"the feature files' own {feature_width(splits.train)}-d features",
                 "before": f"{network} at initialisation", "after": f"{network} after adaptation",
-                "after_bottleneck": f"the {config.bottleneck_dim}-d bottleneck after adaptation"}
-    return {"before": f"{config.backbone} features, starting weights", "after": f"{config.backbone} features after "
-            "adaptation", "after_bottleneck": f"the {config.bottleneck_dim}-d bottleneck after adaptation"}
+                "after_bottleneck": bottleneck}
+    network = f"{config.backbone} features"
+    return {"network": network, "before": f"{network}, starting weights", "after": f"{network} after adaptation",
+            "after_bottleneck": bottleneck}
 
 
 def measure_before(built: BuiltModel, splits: DomainSplits, config: Config) -> dict[str, Any]:
@@ -185,10 +217,8 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
     pl.seed_everything(config.seed, workers=True, verbose=False)
     built = build_domain_model(config, splits, weights)
     model = built.model
+    check_adapt_options(config)
     strategy = get_strategy(config.strategy)(model, config)
-    if strategy.uses_feature_cache:
-        raise ConfigError(f"--strategy {config.strategy} trains on cached features, but adaptation must train the "
-                          "features: use full, partial, gradual or l2sp")
     strategy.setup()
     losses = build_domain_losses(config, model.features_dim, len(splits.classes))
     losses.attach(model)
@@ -201,7 +231,10 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
     def param_groups() -> list[dict[str, Any]]:
         return strategy.param_groups() + losses.param_groups(head_lr, config.weight_decay)
 
-    module = AdaptationModule(model, config, len(splits.classes), param_groups, losses)
+    weights_by_class = class_loss_weights([y for _, y in splits.train], len(splits.classes)) \
+        if config.class_weights == "auto" else None
+    module = AdaptationModule(model, config, len(splits.classes), param_groups, losses, strategy.regularizer(),
+                              weights_by_class)
     train_loader, val_loaders = adaptation_loaders(config, splits, built.preprocessing)
     monitor = None if config.select_by == "none" else f"val_{config.select_by}"
     mode = "max" if monitor is None else SELECTION_SCORES.get(config.select_by).mode
@@ -217,7 +250,10 @@ def adapt_run(config: Config, run_dir: Path, callbacks: list[pl.Callback] | None
     if "before" not in shift:  # resumed before it was written: the same starting network, re-made
         pl.seed_everything(config.seed, workers=True, verbose=False)
         shift.update(measure_before(build_domain_model(config, splits, weights), splits, config))
-    shift["spaces"] = shift_spaces(config, splits)
+        shift["spaces"] = shift_spaces(config, splits)
+    elif "spaces" not in shift:  # a shift.json of an older version: its "before" space is not known
+        shift["spaces"] = {name: label for name, label in shift_spaces(config, splits).items()
+                           if name in ("after", "after_bottleneck")}
     shift["after"] = measure(model.backbone, splits, built.preprocessing, config)
     shift["after_bottleneck"] = measure(nn.Sequential(model.backbone, model.bottleneck), splits,
                                         built.preprocessing, config)

@@ -18,7 +18,7 @@ from cvtransfer.config import Config
 from cvtransfer.engine.progress import console_logging
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, check_devices
 from cvtransfer.errors import ConfigError, CvTransferError
-from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, train
+from cvtransfer.fitting import default_run_dir, is_main_process, load_splits, record_feature_time, train
 from cvtransfer.models.backbones import count_parameters, list_backbones
 from cvtransfer.comparison import COMPARE_FILE, write_comparison
 from cvtransfer.report import write_report, write_report_safely
@@ -46,6 +46,10 @@ def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrid
     console_logging()
     config = Config.load(run_dir / "config.yaml", **overrides)
     check_devices(config)
+    if config.target is not None:
+        from cvtransfer.adapting import check_adapt_options
+
+        check_adapt_options(config)
     if is_main_process():
         config.save(run_dir / "config.yaml")
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
@@ -64,6 +68,7 @@ def _train_and_finish(config: Config, run_dir: Path, callbacks: Sequence[pl.Call
     setup = train(config, run_dir, splits, list(callbacks), resume_from=resume_from)
     if not is_main_process():
         return Run(run_dir)
+    record_feature_time(run_dir, setup)
     features = setup.val_features if not splits.test else None  # evaluation split is val: reuse its cache
     run = finish_run(run_dir, config, splits.classes, setup.built.model, setup.built.preprocessing, features)
     if config.report:
@@ -118,11 +123,12 @@ def adapt(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), *
     Options not given take adapt's defaults (SGD, lr 0.01, inv schedule, 20 epochs; see ADAPT_DEFAULTS);
     a ``config`` is used as it is.
     """
-    from cvtransfer.adapting import adapt_run, adaptation_config, default_adapt_dir
+    from cvtransfer.adapting import adapt_run, adaptation_config, check_adapt_options, default_adapt_dir
 
     config = config.replace(**options) if config is not None else Config(**adaptation_config(options))
     if config.target is None or config.data is None:
         raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
+    check_adapt_options(config)  # before the run folder exists
     config, run_dir = _new_run_folder(config, default_adapt_dir(config))
     return adapt_run(config, run_dir, list(callbacks))
 

@@ -295,8 +295,8 @@ def compare(
     typer.echo(f"comparison of {len(run_dirs)} runs: {path}")
 
 
-ADAPT_SKIP = POSITIONAL_FIELDS | {"head", "mixup", "cutmix", "monitor", "budget", "backbones", "validate", "rank_by",
-                                  "tiny_per_class", "small_per_class", "small_images"}
+ADAPT_SKIP = POSITIONAL_FIELDS | {"head", "test_split", "mixup", "cutmix", "monitor", "budget", "backbones",
+                                  "validate", "rank_by", "tiny_per_class", "small_per_class", "small_images"}
 
 
 def _build_adapt_config(source: Path | None, config_file: Path | None, overrides: dict[str, Any]) -> Config:
@@ -350,26 +350,24 @@ def adapt(
 def adaptation_summary(run: Any) -> str:
     """Target accuracy, the epoch kept and why, and the shift before/after, in a few lines."""
     from cvtransfer.adapting import SHIFT_FILE
+    from cvtransfer.engine.history import selected_row
     from cvtransfer.io import read_json
+    from cvtransfer.run import selection_curve
 
     metrics, history, config = run.metrics, run.history, run.config
     lines = [f"method {config.method}: {metrics['split']} accuracy {metrics['accuracy']:.4f}, macro F1 "
              f"{metrics['f1_macro']:.4f} ({metrics['num_samples']} images)"]
-    if history and config.select_by != "none":
-        column = f"val_{config.select_by}"
-        values = [row.get(column, float("nan")) for row in history]
-        from cvtransfer.adaptation.selection import SELECTION_SCORES
-
-        pick = max if SELECTION_SCORES.get(config.select_by).mode == "max" else min
-        kept = pick(range(len(values)), key=lambda i: values[i])
-        lines.append(f"kept epoch {int(history[kept]['epoch'])} of {len(history)} (best {column} = {values[kept]:.4g}; "
-                     "no target label was used)")
+    selection = selection_curve(config)
+    kept = selected_row(history, *selection) if selection else None
+    if selection and kept is not None:
+        column = selection[0]
+        lines.append(f"kept epoch {int(history[kept]['epoch'])} of {len(history)} (best {column} = "
+                     f"{history[kept][column]:.4g}; no target label was used)")
     shift_file = run.path / SHIFT_FILE
     if shift_file.is_file():
         shift = read_json(shift_file)
         if "before" in shift and "after" in shift:
-            space = shift.get("spaces", {}).get("before", "backbone features").replace(" at initialisation", "") \
-                .replace(", starting weights", "")
+            space = shift.get("spaces", {}).get("network", "backbone features")
             lines.append(f"shift ({space}, before -> after)  " + "  ".join(
                 f"{name} {shift['before'][name]:.3g} -> {shift['after'][name]:.3g}"
                 for name in ("mmd2", "proxy_a_distance", "wasserstein")))

@@ -14,8 +14,7 @@ from typing import Any
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation.html import Section, figure_html, note, table_html, write_page
 from cvtransfer.evaluation.plots import comparison_figure
-from cvtransfer.report import method_label, model_label, training_seconds
-from cvtransfer.run import Run
+from cvtransfer.run import Run, method_label, model_label, training_seconds
 
 COMPARE_FILE = "compare.html"
 COMPARE_SECTIONS = ("runs", "curves")

@@ -32,7 +32,7 @@ from cvtransfer.data.transforms import eval_transform, train_transform
 from cvtransfer.engine.checkpoints import load_checkpoint, network_state
 from cvtransfer.engine.history import write_history
 from cvtransfer.engine.module import TransferModule
-from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer, check_devices
+from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import read_json, write_json
 from cvtransfer.models.factory import BuiltModel, build_model
@@ -97,6 +97,7 @@ class TrainingSetup:
     val_loader: DataLoader
     train_features: tuple[torch.Tensor, torch.Tensor] | None = None
     val_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    feature_seconds: float | None = None  # time to extract (or read from the cache) the features
 
     def module(self, config: Config, num_classes: int) -> TransferModule:
         labels = [y for _, y in self.train_loader.dataset.samples] if self.train_features is None \
@@ -142,8 +143,6 @@ def _feature_setup(
     val = cached_features(built.model.backbone, splits.val, built.preprocessing, **extract)
     seconds = time.perf_counter() - start
     log.info("features ready in %.1fs (%d dims)", seconds, train[0].shape[1])
-    if config.out and Path(config.out).is_dir() and is_main_process():  # training time includes this (report)
-        write_json(Path(config.out) / FEATURE_TIME_FILE, {"seconds": seconds, "dims": int(train[0].shape[1])})
     network = nn.Sequential(built.model.dropout, built.model.head)
     labels = train[1].tolist()
     return TrainingSetup(
@@ -153,7 +152,18 @@ def _feature_setup(
         make_loader(feature_dataset(*val), config.batch_size, train=False),
         train_features=train,
         val_features=val,
+        feature_seconds=seconds,
     )
+
+
+def record_feature_time(run_dir: Path, setup: TrainingSetup) -> None:
+    """FEATURE_TIME_FILE in the run folder: the training time of a probe includes its feature extraction.
+
+    Written once: a resumed run reads the features back from the cache, which is not the time they took.
+    """
+    file = run_dir / FEATURE_TIME_FILE
+    if setup.feature_seconds is not None and setup.train_features is not None and not file.exists():
+        write_json(file, {"seconds": setup.feature_seconds, "dims": int(setup.train_features[0].shape[1])})
 
 
 def train(
@@ -161,7 +171,6 @@ def train(
     resume_from: Path | None = None,
 ) -> TrainingSetup:
     """Train according to ``config``, writing checkpoints and history into ``run_dir``."""
-    check_devices(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     setup = prepare_training(config, splits)
     if setup.train_features is not None and config.head in ("logistic", "svm"):

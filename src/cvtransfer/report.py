@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import re
 import sys
 import types
@@ -28,14 +27,21 @@ from markupsafe import Markup
 from cvtransfer.config import ADAPT, TRAINING_GROUPS, Config
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation import interpret
-from cvtransfer.evaluation.diagnosis import diagnose
 from cvtransfer.evaluation.html import (Section, cards_html, figure_html, figures_html, note, table_html,
                                         write_page)
 from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import confusion_figure, curves_figure, roc_figure
 from cvtransfer.io import read_json
-from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE
-from cvtransfer.run import Run, selection_curve
+from cvtransfer.models.weights import MODEL_FILE
+from cvtransfer.run import (
+    Run,
+    feature_input,
+    is_adaptation,
+    run_diagnosis,
+    run_title,
+    selection_curve,
+    training_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,66 +170,6 @@ def _load(run_dir: Path) -> ReportData:
     return ReportData(run, splits, split_name, (predictions, metrics))
 
 
-def is_adaptation(run: Run) -> bool:
-    """True for a run made by ``adapt`` (its config names a target domain)."""
-    return run.config.target is not None
-
-
-def model_label(run: Run) -> str:
-    """What the run trained: the backbone, or "MLP on features (N dims)" for a run on feature files."""
-    from cvtransfer.data.domains import FEATURE_SUFFIXES
-
-    architecture = _model_metadata(run).get("architecture") or {}
-    if "in_features" in architecture:
-        return f"MLP on features ({int(architecture['in_features'])} dims)"
-    if run.config.data and Path(run.config.data).suffix.lower() in FEATURE_SUFFIXES:
-        return "MLP on features"
-    return run.config.backbone
-
-
-def method_label(run: Run) -> str:
-    """How it was trained: the strategy (with the head of a linear probe), and an adaptation run's method."""
-    config = run.config
-    strategy = f"{config.strategy} ({config.head} head)" if config.strategy == "linear" else config.strategy
-    if not is_adaptation(run):
-        return strategy
-    method = config.method
-    if config.mcc > 0 and method != "mcc":
-        method += f" + mcc {config.mcc:g}"
-    return f"{method} ({strategy})"
-
-
-def run_title(run: Run) -> str:
-    """"model / method", as the report and its figures name the run."""
-    return f"{model_label(run)} / {method_label(run)}"
-
-
-def training_seconds(run: Run) -> tuple[float | None, float]:
-    """(total training time: epoch times plus feature extraction, None without a history; extraction part)."""
-    from cvtransfer.fitting import FEATURE_TIME_FILE
-
-    history = run.history
-    file = run.path / FEATURE_TIME_FILE
-    extraction = float(read_json(file).get("seconds", 0.0)) if file.is_file() else 0.0
-    if not history:
-        return None, extraction
-    epochs = sum(row["seconds"] for row in history if not math.isnan(row.get("seconds", math.nan)))
-    return epochs + extraction, extraction
-
-
-def _model_metadata(run: Run) -> dict[str, Any]:
-    """The cvtransfer metadata of model.safetensors (read from its header only), {} when unreadable."""
-    import json
-
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(run.path / MODEL_FILE), framework="pt") as handle:
-            return json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
-    except Exception:
-        return {}
-
-
 def _predict(run: Run, samples: list[tuple[str, int]]) -> interpret.Predictions:
     from cvtransfer.data.loaders import default_workers
     from cvtransfer.fitting import pick_device
@@ -289,7 +235,7 @@ def applies(field: dataclasses.Field, config: Config) -> bool:
         return False
     prefix = re.match(r"(\w[\w+-]*)( strategy)?: ", field.metadata["help"])
     if prefix is None:
-        return field.name != "mlp_dim" or _feature_input(config)
+        return field.name != "mlp_dim" or feature_input(config)
     owner = prefix.group(1)
     from cvtransfer.strategies import STRATEGIES
 
@@ -300,13 +246,6 @@ def applies(field: dataclasses.Field, config: Config) -> bool:
     from cvtransfer.adaptation import DA_METHODS
 
     return owner not in DA_METHODS or owner == config.method
-
-
-def _feature_input(config: Config) -> bool:
-    from cvtransfer.data.domains import FEATURE_SUFFIXES
-
-    paths = [p for p in (config.data, config.target) if p is not None]
-    return any(Path(p).suffix.lower() in FEATURE_SUFFIXES for p in paths)
 
 
 def _plain(value: Any) -> str:
@@ -377,7 +316,7 @@ def _roc(data: ReportData) -> Markup:
 
 
 def _diagnosis(run: Run) -> Markup:
-    result = diagnose(run.history, run.config.epochs)
+    result = run_diagnosis(run.config, run.history)
     verdict = Markup('<p><span class="verdict {}">{}</span> {}</p>').format(
         result.verdict.replace(" ", "-"), result.verdict, result.message)
     if not result.signals:

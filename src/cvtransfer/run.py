@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import math
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -27,13 +29,13 @@ from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import announce_run_folder
 from cvtransfer.errors import CvTransferError, DataError
-from cvtransfer.evaluation.diagnosis import diagnose
+from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
 from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
 from cvtransfer.io import atomic_write_text, read_json, write_json
 from cvtransfer.models.factory import rebuild_model
 from cvtransfer.models.transfer_model import TransferModel
-from cvtransfer.models.weights import MODEL_FILE, read_state_dict
+from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,7 @@ class Run:
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
         history = self.history
         if history:
-            result = diagnose(history, self.config.epochs)
+            result = run_diagnosis(self.config, history)
             metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
         write_json(out, metrics)
         plot_confusion(metrics["confusion_matrix"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"))
@@ -203,6 +205,77 @@ def _expand_images(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def is_adaptation(run: Run) -> bool:
+    """True for a run made by ``adapt`` (its config names a target domain)."""
+    return run.config.target is not None
+
+
+def model_label(run: Run) -> str:
+    """What the run trained: the backbone, or "MLP on features (N dims)" for a run on feature files."""
+    architecture = _model_metadata(run).get("architecture") or {}
+    if "in_features" in architecture:
+        return f"MLP on features ({int(architecture['in_features'])} dims)"
+    if feature_input(run.config):
+        return "MLP on features"
+    return run.config.backbone
+
+
+def method_label(run: Run) -> str:
+    """How it was trained: the strategy (with the head of a linear probe), and an adaptation run's method."""
+    config = run.config
+    strategy = f"{config.strategy} ({config.head} head)" if config.strategy == "linear" else config.strategy
+    if not is_adaptation(run):
+        return strategy
+    method = config.method
+    if config.mcc > 0 and method != "mcc":
+        method += f" + mcc {config.mcc:g}"
+    return f"{method} ({strategy})"
+
+
+def run_title(run: Run) -> str:
+    """"model / method", as the report and its figures name the run."""
+    return f"{model_label(run)} / {method_label(run)}"
+
+
+def training_seconds(run: Run) -> tuple[float | None, float]:
+    """(total training time: epoch times plus feature extraction, None without a history; extraction part)."""
+    from cvtransfer.fitting import FEATURE_TIME_FILE
+
+    history = run.history
+    file = run.path / FEATURE_TIME_FILE
+    extraction = float(read_json(file).get("seconds", 0.0)) if file.is_file() else 0.0
+    if not history:
+        return None, extraction
+    epochs = sum(row["seconds"] for row in history if not math.isnan(row.get("seconds", math.nan)))
+    return epochs + extraction, extraction
+
+
+def _model_metadata(run: Run) -> dict[str, Any]:
+    """The cvtransfer metadata of model.safetensors (read from its header only), {} when unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(run.path / MODEL_FILE), framework="pt") as handle:
+            return json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+    except Exception:
+        return {}
+
+
+def feature_input(config: Config) -> bool:
+    """Whether a run's data (source or target) is a feature file rather than images."""
+    from cvtransfer.data.domains import FEATURE_SUFFIXES
+
+    paths = [p for p in (config.data, config.target) if p is not None]
+    return any(Path(p).suffix.lower() in FEATURE_SUFFIXES for p in paths)
+
+
+def run_diagnosis(config: Config, history: list[dict[str, float]]) -> Diagnosis:
+    """The fit diagnosis of a run's history, knowing whether early stopping ended it and whether epochs apply."""
+    solver_head = config.strategy == "linear" and config.head in ("logistic", "svm")
+    stopped_early = config.early_stop > 0 and not solver_head and len(history) < config.epochs
+    return diagnose(history, stopped_early=stopped_early, epochs_apply=not solver_head)
+
+
 def selection_curve(config: Config) -> tuple[str, str] | None:
     """(history column, "min" or "max") of the score that chose an adaptation run's epoch; None otherwise."""
     if config.target is None or config.select_by == "none":
@@ -222,8 +295,7 @@ def finish_run(run_dir: Path, config: Config, classes: list[str], model: Transfe
     run = Run(run_dir)
     history = run.history
     if history:
-        plot_curves(history, run_dir / "curves.png", f"{config.backbone} / {config.strategy}",
-                    selection=selection_curve(config))
+        plot_curves(history, run_dir / "curves.png", run_title(run), selection=selection_curve(config))
     metrics = run.evaluate(features=features)
     log.info("%s accuracy %.4f, macro F1 %.4f (%d images)", metrics["split"], metrics["accuracy"],
              metrics["f1_macro"], metrics["num_samples"])

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import yaml
+from torch.utils.data import WeightedRandomSampler
 
 import cvtransfer
 from cvtransfer.adaptation import DA_METHODS
-from cvtransfer.errors import CvTransferError
+from cvtransfer.adapting import adaptation_loaders
+from cvtransfer.data.domains import discover_domains
+from cvtransfer.data.transforms import Preprocessing
+from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.run import predict_probs
 from tests.adaptation.conftest import adapt_config, write_domain
+from tests.conftest import write_class_images
 from tests.test_cli import run_cli
 
 TINY = ["--backbone", "tinycnn", "--weights", "none", "--image-size", "16", "--epochs", "2", "--batch-size", "8",
@@ -128,7 +135,10 @@ def test_adapt_and_shift_on_feature_files(tmp_path: Path, monkeypatch: pytest.Mo
     write_feature_domain(target, 20, 1.5, seed=1)
     config = adapt_config(source, target, tmp_path / "run", backbone="tinycnn", epochs=2, mlp_dim=32, iters_per_epoch=40,
                           val_split=0.2, report=True)
+    titles: list[str] = []
+    monkeypatch.setattr("cvtransfer.run.plot_curves", lambda history, path, title, **kw: titles.append(title))
     run = cvtransfer.adapt(config)
+    assert titles == ["MLP on features (12 dims) / dann (full)"]  # curves.png, named like the report
     assert "precomputed features, not images" in (run.path / "report.html").read_text()
     assert run.metrics["num_samples"] == 60 and run.metrics["accuracy"] > 0.5  # transductive: all target rows
     assert run.classes == ["1", "2", "3"]
@@ -172,3 +182,45 @@ def test_resume_adds_epochs(domains: tuple[Path, Path], tmp_path: Path, monkeypa
     assert [row["epoch"] for row in history(run)] == ["0", "1", "2"]
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 3
     assert "method dann" in out
+
+
+def test_l2sp_penalty_and_class_weights_apply_to_adapt_as_to_fit(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    source, target = domains
+    seen: dict[str, object] = {}
+
+    class Inspect(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen["weights"] = pl_module.criterion.weight
+            seen["regularizer"] = type(pl_module.regularizer).__name__
+
+    run = cvtransfer.adapt(adapt_config(source, target, tmp_path / "run", epochs=1, strategy="l2sp",
+                                        class_weights="auto"), callbacks=[Inspect()])
+    assert seen["regularizer"] == "L2SPPenalty" and seen["weights"] is not None
+    assert history(run.path)[0]["train_penalty"] not in ("", "0.0")  # beta/2 ||w_head||^2 > 0 from the start
+
+
+def test_balanced_sampler_draws_the_source_classes_equally(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    for name, count in (("a", 30), ("b", 3), ("c", 3)):
+        write_class_images(source, {name: count}, seed=len(name) + count)
+    write_domain(target, 5, seed=1, background=(120, 230))
+    config = adapt_config(source, target, tmp_path / "run", balanced_sampler=True, iters_per_epoch=50)
+    splits = discover_domains(config.data, config.target, None, 0.2, 0)
+    train, _ = adaptation_loaders(config, splits, Preprocessing(16, (0.5,) * 3, (0.5,) * 3))
+    sampler = train.iterables["source"].sampler
+    assert isinstance(sampler, WeightedRandomSampler)
+    drawn = Counter(splits.train[i][1] for i in sampler)
+    assert min(drawn.values()) > 0.2 * sum(drawn.values())  # about a third each, not 30 : 3 : 3
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"test_split": 0.2}, "--test-split does not apply to adapt"),
+    ({"mixup": 0.4}, "--mixup does not apply to adapt"),
+    ({"strategy": "linear"}, "--strategy linear trains on cached features"),
+])
+def test_options_adapt_cannot_honour_are_refused_before_the_run_folder(
+        option: dict, message: str, domains: tuple[Path, Path], tmp_path: Path) -> None:
+    source, target = domains
+    with pytest.raises(ConfigError, match=message):
+        cvtransfer.adapt(adapt_config(source, target, tmp_path / "run", **option))
+    assert not (tmp_path / "run").exists()

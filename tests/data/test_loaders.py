@@ -23,35 +23,63 @@ def test_balanced_sampler_draws_classes_equally_often() -> None:
 
 
 def test_drop_last_is_decided_on_each_ranks_share() -> None:
-    from cvtransfer.data.loaders import batches_per_rank, drop_last_for
+    from cvtransfer.data.loaders import drop_last_for
 
     # 48 images, batch 32: one process drops the last 16; two processes get 24 each, which must train.
-    assert drop_last_for(48, 32, world_size=1) and batches_per_rank(48, 32, 1) == 1
-    assert not drop_last_for(48, 32, world_size=2) and batches_per_rank(48, 32, 2) == 1
-    assert drop_last_for(200, 32, world_size=2) and batches_per_rank(200, 32, 2) == 3
-    assert batches_per_rank(60, 32, 2, drop_last=True) == 0  # what a global decision gave: no step at all
+    assert drop_last_for(48, 32, world_size=1)
+    assert not drop_last_for(48, 32, world_size=2)
+    assert drop_last_for(200, 32, world_size=2)
 
 
-def test_training_without_an_optimizer_step_is_refused() -> None:
-    from cvtransfer.data.loaders import check_training_batches
-    from cvtransfer.errors import ConfigError
+@pytest.mark.parametrize("balanced", [False, True])
+def test_every_rank_runs_an_optimizer_step(balanced: bool) -> None:
+    """Whatever the images, processes and batch size, every rank gets a batch: Lightning's sampler
+    repeats images to give each rank its share, even with fewer images than processes."""
+    from torch.utils.data import BatchSampler, DistributedSampler
 
-    check_training_batches(60, 32, world_size=2)  # per-rank drop_last: one batch of 30 each
-    message = (r"^60 training images over 2 processes and --batch-size 32 give no full batch: lower "
-               r"--batch-size or use fewer --devices$")
-    with pytest.raises(ConfigError, match=message):
-        check_training_batches(60, 32, world_size=2, drop_last=True)
-    with pytest.raises(ConfigError, match="^0 training images and --batch-size 8"):
-        check_training_batches(0, 8)
+    from cvtransfer.data.loaders import for_world_size
+
+    for images in (1, 2, 3, 7, 48, 61):
+        labels = [i % 2 for i in range(images)]
+        dataset = torch.utils.data.TensorDataset(torch.zeros(images), torch.tensor(labels))
+        for batch_size in (1, 8, 32, 100):
+            loader = make_loader(dataset, batch_size, train=True, labels=labels, num_classes=2,
+                                 balanced=balanced)
+            for world_size in (1, 2, 3, 8):
+                ranked = for_world_size(loader, world_size)
+                for rank in range(world_size):
+                    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank)
+                    assert len(BatchSampler(sampler, batch_size, ranked.drop_last)) >= 1
 
 
 def test_training_loader_is_remade_for_the_world_size() -> None:
     from cvtransfer.data.loaders import for_world_size
 
     dataset = torch.utils.data.TensorDataset(torch.zeros(48), torch.zeros(48, dtype=torch.long))
-    loader = make_loader(dataset, 32, train=True)
+    loader = make_loader(dataset, 32, train=True, seed=3, num_workers=0)
     assert loader.drop_last and len(loader) == 1
     ranked = for_world_size(loader, world_size=2)
-    assert not ranked.drop_last and isinstance(ranked.sampler, torch.utils.data.RandomSampler)
+    assert not ranked.drop_last and len(ranked) == 2
+    assert ranked.sampler is loader.sampler and ranked.generator is loader.generator
+    assert ranked.batch_size == 32 and isinstance(ranked.sampler, torch.utils.data.RandomSampler)
     assert for_world_size(loader, world_size=1) is loader
-    assert make_loader(dataset, 32, train=True, world_size=2).drop_last is False
+
+
+def test_fit_decides_drop_last_on_each_ranks_share(split_dir, tmp_path, monkeypatch) -> None:
+    """fitting.train hands Lightning the loader remade for the Trainer's world size."""
+    import lightning.pytorch as pl
+
+    from cvtransfer.data.folders import discover
+    from cvtransfer.fitting import train
+    from tests.conftest import tiny_config
+
+    fitted = []
+    monkeypatch.setattr(pl.Trainer, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, module, train_loader, *args, **kwargs:
+                        fitted.append(train_loader))
+    config = tiny_config(split_dir, tmp_path / "run", batch_size=16)
+    splits = discover(split_dir)
+    assert len(splits.train) == 30  # one process: a batch of 16, the last 14 dropped
+    setup = train(config, tmp_path / "run", splits)
+    assert len(fitted) == 1 and fitted[0] is setup.train_loader
+    assert fitted[0].drop_last is False and fitted[0].batch_size == 16  # 15 images on each of 2 ranks

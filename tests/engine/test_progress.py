@@ -16,7 +16,8 @@ import torch
 import cvtransfer
 from cvtransfer import cli
 from cvtransfer.engine.progress import FOLDER_LOGGER, EpochLines, epoch_line, use_progress_bar
-from cvtransfer.evaluation.diagnosis import diagnose
+from cvtransfer.config import Config
+from cvtransfer.run import run_diagnosis
 from tests.conftest import tiny_config
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  train_loss \d+\.\d{4}  train_accuracy \d\.\d{4}  "
@@ -84,14 +85,19 @@ def test_python_api_prints_the_cli_summary_without_lightning_noise(split_dir: Pa
     assert not [noise for noise in LIGHTNING_NOISE if noise in output], output
 
 
-def test_early_stopped_run_is_not_told_to_train_longer() -> None:
+@pytest.mark.parametrize(("options", "epochs_done", "advice"), [
+    ({"epochs": 3}, 3, "try more epochs"),  # ran its course: more epochs may help
+    ({"epochs": 10, "early_stop": 2}, 3, "early stopping ended the run (after 3 epochs)"),
+    ({"epochs": 10}, 3, "try more epochs"),  # interrupted, not stopped early: more epochs may help
+    ({"epochs": 10, "strategy": "linear", "head": "logistic"}, 1, "fine-tuning the backbone"),  # no epochs
+])
+def test_underfitting_advice_fits_how_the_run_ended(options: dict, epochs_done: int, advice: str) -> None:
     history = [{"epoch": i, "train_accuracy": 0.4, "val_accuracy": 0.4, "val_loss": 1.0 - 0.01 * i}
-               for i in range(3)]
-    assert "more epochs" in diagnose(history, epochs=3).message
-    stopped = diagnose(history, epochs=10)
-    assert stopped.verdict == "underfitting"
-    assert "more epochs" not in stopped.message and "stopped early (after 3 of 10 epochs)" in stopped.message
-    assert "more epochs" in diagnose(history).message  # epochs unknown: as before
+               for i in range(epochs_done)]
+    result = run_diagnosis(Config(**options), history)
+    assert result.verdict == "underfitting" and advice in result.message
+    if advice != "try more epochs":
+        assert "more epochs" not in result.message
 
 
 def test_more_cpu_processes_than_cores_is_a_one_line_error(split_dir: Path, tmp_path: Path,
@@ -110,3 +116,25 @@ def test_more_cpu_processes_than_cores_is_a_one_line_error(split_dir: Path, tmp_
                    "cores: use --devices 2 or fewer (each process trains a full copy of the model, so more "
                    "processes than cores only slows training down)\n")
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_quiet_libraries_and_console_logging_are_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+    import warnings
+
+    from cvtransfer.engine import progress
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    package = logging.getLogger("cvtransfer")
+    monkeypatch.setattr(package, "handlers", [])
+    with warnings.catch_warnings():
+        progress.quiet_libraries()
+        progress.console_logging()
+        filters, added = list(warnings.filters), []
+        monkeypatch.setattr(warnings, "filterwarnings", lambda *args, **kwargs: added.append(args))
+        for _ in range(3):
+            progress.quiet_libraries()
+            progress.console_logging()
+        # re-adding the filter would reset the record of warnings shown, which then show again
+        assert added == [] and warnings.filters == filters
+    assert len(package.handlers) == 1

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 
 from cvtransfer.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
-from cvtransfer.errors import ConfigError, DataError
+from cvtransfer.errors import DataError
 
 Sample = tuple[str, int]
 
@@ -62,33 +62,15 @@ def class_loss_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
 
 
 def rank_share(num_samples: int, world_size: int = 1) -> int:
-    """Samples each of ``world_size`` processes gets (Lightning's DistributedSampler pads to equal shares)."""
+    """Samples each of ``world_size`` processes gets: Lightning's DistributedSampler pads the shares to
+    equal size by repeating samples, so every process gets at least one of a non-empty dataset."""
     return math.ceil(num_samples / max(1, world_size))
 
 
 def drop_last_for(num_samples: int, batch_size: int, world_size: int = 1) -> bool:
-    """Drop each rank's incomplete last batch only when the rank has more than one batch of samples."""
+    """Drop each rank's incomplete last batch only when the rank has more than one batch of samples
+    (so every rank keeps at least one batch: a small dataset still trains)."""
     return rank_share(num_samples, world_size) > batch_size
-
-
-def batches_per_rank(num_samples: int, batch_size: int, world_size: int = 1,
-                     drop_last: bool | None = None) -> int:
-    """Training batches (optimizer steps without accumulation) each rank runs per epoch."""
-    share = rank_share(num_samples, world_size)
-    if drop_last is None:
-        drop_last = drop_last_for(num_samples, batch_size, world_size)
-    return share // batch_size if drop_last else math.ceil(share / batch_size)
-
-
-def check_training_batches(num_samples: int, batch_size: int, world_size: int = 1,
-                           drop_last: bool | None = None) -> None:
-    """Refuse a training that would run no optimizer step (and so write an untrained model)."""
-    if batches_per_rank(num_samples, batch_size, world_size, drop_last) > 0:
-        return
-    processes = f" over {world_size} processes" if world_size > 1 else ""
-    fewer = " or use fewer --devices" if world_size > 1 else ""
-    raise ConfigError(f"{num_samples} training images{processes} and --batch-size {batch_size} give no full "
-                      f"batch: lower --batch-size{fewer}")
 
 
 def make_loader(
@@ -101,13 +83,10 @@ def make_loader(
     labels: Sequence[int] | None = None,
     num_classes: int = 0,
     balanced: bool = False,
-    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader; for training shuffled (or class-balanced) with a seeded generator.
-
-    Training drops an incomplete last batch only when each of the ``world_size`` ranks has more than a
-    batch (:func:`drop_last_for`): a small dataset still trains.
-    """
+    """A DataLoader; for training shuffled (or class-balanced) with a seeded generator, dropping an
+    incomplete last batch only when there is more than one batch (:func:`drop_last_for`; several
+    processes: :func:`for_world_size`)."""
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if train and balanced:
@@ -122,28 +101,15 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
-        drop_last=train and drop_last_for(len(dataset), batch_size, world_size),
+        drop_last=train and drop_last_for(len(dataset), batch_size),
     )
 
 
 def for_world_size(loader: DataLoader, world_size: int) -> DataLoader:
-    """The training ``loader`` with drop_last decided on each of ``world_size`` ranks' share.
-
-    Raises ConfigError when the ranks would get no batch at all. Lightning later swaps the sampler for
-    a distributed one, keeping drop_last and the shuffling.
-    """
-    size, batch_size = len(loader.dataset), loader.batch_size or 1
-    drop_last = drop_last_for(size, batch_size, world_size)
-    check_training_batches(size, batch_size, world_size, drop_last)
+    """The training ``loader`` of :func:`make_loader` with drop_last decided on each of ``world_size``
+    ranks' share (Lightning then swaps in a distributed sampler, keeping drop_last)."""
+    drop_last = drop_last_for(len(loader.dataset), loader.batch_size, world_size)
     if drop_last == loader.drop_last:
         return loader
-    return DataLoader(
-        loader.dataset,
-        batch_size=batch_size,
-        sampler=loader.sampler,
-        generator=loader.generator,
-        num_workers=loader.num_workers,
-        persistent_workers=loader.persistent_workers,
-        pin_memory=loader.pin_memory,
-        drop_last=drop_last,
-    )
+    kept = ("batch_size", "sampler", "generator", "num_workers", "persistent_workers", "pin_memory")
+    return DataLoader(loader.dataset, drop_last=drop_last, **{name: getattr(loader, name) for name in kept})

@@ -40,8 +40,9 @@ class AdaptationModule(TransferModule):
     """Source cross-entropy plus the domain losses, on (source, target) batch pairs."""
 
     def __init__(self, model: TransferModel, config: Config, num_classes: int,
-                 param_groups: Callable[[], list[dict[str, Any]]], losses: DomainLosses) -> None:
-        super().__init__(model, config, num_classes, param_groups)
+                 param_groups: Callable[[], list[dict[str, Any]]], losses: DomainLosses,
+                 regularizer: torch.nn.Module | None = None, class_weights: torch.Tensor | None = None) -> None:
+        super().__init__(model, config, num_classes, param_groups, regularizer, class_weights)
         self.losses = losses
         self.target_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self._seen: dict[int, list[dict[str, torch.Tensor]]] = {}
@@ -63,6 +64,10 @@ class AdaptationModule(TransferModule):
         classification = self.criterion(logits_s, y_s)
         transfer, metrics = self.losses(f_s, f_t, logits_s, logits_t, self.progress)
         loss = classification + transfer
+        if self.regularizer is not None:  # the strategy's penalty (l2sp), as in fit
+            penalty = self.regularizer()
+            self.log("train_penalty", penalty, on_step=False, on_epoch=True, batch_size=len(y_s))
+            loss = loss + penalty
         self.train_accuracy(logits_s.detach(), y_s)
         size = len(y_s)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)

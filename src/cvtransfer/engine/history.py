@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     with path.open(newline="") as handle:
         return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
                 for row in csv.DictReader(handle)]
+
+
+def selected_row(history: list[dict[str, float]], column: str, mode: str) -> int | None:
+    """Index of the row the best checkpoint keeps by ``column`` ("min" or "max"): the first best, NaN skipped."""
+    known = [(row[column], index) for index, row in enumerate(history)
+             if not math.isnan(row.get(column, math.nan))]
+    if not known:
+        return None
+    return min(known, key=lambda pair: (pair[0] if mode == "min" else -pair[0], pair[1]))[1]
 
 
 def write_history(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -51,7 +61,8 @@ class HistoryWriter(pl.Callback):
             return
         metrics = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch}
-        for name in [c for c in COLUMNS if c not in ("epoch", "lr", "seconds")] + list(self.extra_metrics):
+        for name in [c for c in COLUMNS if c not in ("epoch", "lr", "seconds")] + list(self.extra_metrics) \
+                + ["train_penalty"]:  # the strategy's penalty (l2sp), when it has one
             if name in metrics:
                 row[name] = float(metrics[name])
         row["lr"] = max(group["lr"] for group in trainer.optimizers[0].param_groups)

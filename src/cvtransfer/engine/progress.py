@@ -72,19 +72,26 @@ class EpochLines(pl.Callback):
 
 def quiet_libraries() -> None:
     """Lightning's info messages ("GPU available", "`Trainer.fit` stopped", "Restoring states") and its
-    known harmless warnings are not shown; warnings and errors still are."""
+    known harmless warnings are not shown; warnings and errors still are.
+
+    Idempotent and cheap, so every entry point calls it: the warning filter is added only when missing
+    (re-adding one resets Python's record of warnings already shown, which are then shown again).
+    """
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         if logger.getEffectiveLevel() < logging.WARNING:
             logger.setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=LIBRARY_WARNINGS)
+    if not any(action == "ignore" and message is not None and message.pattern == LIBRARY_WARNINGS
+               for action, message, *_ in warnings.filters):
+        warnings.filterwarnings("ignore", message=LIBRARY_WARNINGS)
 
 
 def console_logging() -> None:
     """Show cvtransfer's own messages (data, metrics, diagnosis, run folder) when nothing configured logging.
 
     The CLI configures logging itself; from Python this makes ``cvtransfer.fit`` report like the CLI. A
-    program that set up logging (any handler on the root or ``cvtransfer`` logger) is left as it is.
+    program that set up logging (any handler on the root or ``cvtransfer`` logger) is left as it is, and
+    so is the handler of an earlier call: idempotent and cheap, so every entry point calls it.
     """
     package = logging.getLogger("cvtransfer")
     if logging.getLogger().handlers or package.handlers:

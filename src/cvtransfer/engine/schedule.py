@@ -27,42 +27,53 @@ def build_optimizer(config: Config, param_groups: list[dict[str, Any]]) -> Optim
     return AdamW(param_groups, lr=config.lr)
 
 
-ONECYCLE_START = 1 / 25  # the LR starts at max / 25 and ends at max / 25e4 (torch's OneCycleLR defaults)
-ONECYCLE_END = ONECYCLE_START / 1e4
+ONECYCLE_DIV = 25.0  # torch's OneCycleLR defaults: the LR starts at max / 25 and ends at max / 25e4
+ONECYCLE_FINAL_DIV = 1e4
+ONECYCLE_START = 1 / ONECYCLE_DIV
+ONECYCLE_END = ONECYCLE_START / ONECYCLE_FINAL_DIV
 ONECYCLE_MOMENTUM = (0.95, 0.85)  # momentum at the LR's lowest and at its peak, cycled inversely to the LR
+ONECYCLE_PCT_START = 0.25  # the rise's share of the steps without a warm-up
+ONECYCLE_MAX_PCT = 0.9  # a warm-up longer than this share of the run is cut to it
 
 
-def _cosine(start: float, end: float, t: float) -> float:
-    """Cosine interpolation from ``start`` (t = 0) to ``end`` (t = 1)."""
-    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, t))))
+def _anneal(start: float, end: float, pct: float) -> float:
+    """Cosine from ``start`` (pct 0) to ``end`` (pct 1), written as torch's OneCycleLR writes it."""
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
 
-def onecycle_position(step: int, total: int, warmup: int) -> float:
-    """Where ``step`` is in the one cycle: 0 at the start, 1 at the peak, 2 at the last step.
+def onecycle_phase(step: int, total: int, warmup: int) -> tuple[int, float]:
+    """(phase, pct) at ``step`` of ``total``: phase 0 rises to the peak, phase 1 anneals, pct from 0 to 1.
 
-    The rise lasts ``warmup`` steps (default a quarter of the run); any ``total`` >= 1 works: one step
-    is spent at the peak, two go start -> peak.
+    Exactly torch.optim.lr_scheduler.OneCycleLR's two phases, ending at steps
+    ``float(pct_start * total) - 1`` and ``total - 1`` with ``pct_start = warmup / total`` (at most 0.9)
+    or 0.25 without a warm-up. Where torch divides by zero (a phase of no length, e.g. 4 steps at
+    pct_start 0.25), a phase of no length is at its start (the rise) or its end (the anneal): the LR
+    still starts at max / 25 and ends at max / 25e4. Steps past ``total`` stay at ``total``.
     """
-    if total <= 1:
-        return 1.0
-    rise = min(total - 1, max(1, warmup or round(0.25 * total)))
-    if step <= rise:
-        return step / rise
-    return 1.0 + (step - rise) / max(1, total - 1 - rise)
+    pct_start = min(ONECYCLE_MAX_PCT, warmup / total) if warmup else ONECYCLE_PCT_START
+    ends = (float(pct_start * total) - 1, total - 1)
+    step = min(step, total)
+    start_step = 0.0
+    for phase, end_step in enumerate(ends):
+        if step <= end_step or phase == len(ends) - 1:
+            if end_step == start_step:
+                return phase, float(phase)
+            return phase, (step - start_step) / (end_step - start_step)
+        start_step = end_step
+    raise AssertionError("unreachable")
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     """Multiplier of the base LR at ``step`` of ``total``, for any ``total`` >= 1.
 
-    Linear warm-up over ``warmup`` steps, then cosine, step (x0.1 per third), inv or flat; onecycle
-    rises (cosine) from max/25 to max over the warm-up (default a quarter of the steps), then anneals to
-    max/25e4. inv is (1 + 10 p)^-0.75 at progress p (Ganin et al. 2016; Long et al.'s DA papers and TLlib).
+    Linear warm-up over ``warmup`` steps, then cosine, step (x0.1 per third), inv or flat; onecycle is
+    torch's OneCycleLR (:func:`onecycle_phase`): cosine from max/25 up to max over the warm-up (default a
+    quarter of the steps), then down to max/25e4. inv is (1 + 10 p)^-0.75 at progress p (Ganin et al.
+    2016; Long et al.'s DA papers and TLlib).
     """
     if kind == "onecycle":
-        position = onecycle_position(step, total, warmup)
-        if position <= 1.0:
-            return _cosine(ONECYCLE_START, 1.0, position)
-        return _cosine(1.0, ONECYCLE_END, position - 1.0)
+        phase, pct = onecycle_phase(step, total, warmup)
+        return _anneal(ONECYCLE_START, 1.0, pct) if phase == 0 else _anneal(1.0, ONECYCLE_END, pct)
     if warmup and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -76,10 +87,11 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 
 def onecycle_momentum(step: int, total: int, warmup: int) -> float:
-    """The one-cycle momentum at ``step``: high while the LR is low, lowest at the LR's peak."""
+    """The one-cycle momentum at ``step``, as torch's OneCycleLR cycles it: high while the LR is low,
+    lowest at the LR's peak."""
     high, low = ONECYCLE_MOMENTUM
-    position = onecycle_position(step, total, warmup)
-    return _cosine(high, low, position) if position <= 1.0 else _cosine(low, high, position - 1.0)
+    phase, pct = onecycle_phase(step, total, warmup)
+    return _anneal(high, low, pct) if phase == 0 else _anneal(low, high, pct)
 
 
 class StepSchedule(LambdaLR):
@@ -109,7 +121,15 @@ class StepSchedule(LambdaLR):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the position (step count, base LRs); the shape stays the one built from the config,
-        so a resumed run with more ``epochs`` stretches its schedule."""
+        so a resumed run with more ``epochs`` stretches its schedule.
+
+        A torch OneCycleLR's state (onecycle checkpoints written before this schedule replaced it) gives
+        the position only: its ``base_lrs`` are max / 25, the LRs this schedule's factors multiply are max.
+        """
+        if "_schedule_phases" in state_dict:
+            position = ("last_epoch", "_step_count", "_last_lr")
+            self.__dict__.update({k: state_dict[k] for k in position if k in state_dict})
+            return
         keep = ("total", "warmup", "kind", "cycle_momentum", "lr_lambdas")
         self.__dict__.update({k: v for k, v in state_dict.items() if k not in keep})
 
@@ -118,7 +138,7 @@ def build_scheduler(config: Config, optimizer: Optimizer, total_steps: int) -> L
     """The LR schedule for ``total_steps`` optimizer steps (any number >= 1; fewer counts as 1)."""
     total = max(1, int(total_steps))
     steps_per_epoch = max(1, total // max(1, config.epochs))
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = round(config.warmup_epochs * steps_per_epoch)
     cycle = config.scheduler == "onecycle" and config.optimizer in ("sgd", "rmsprop") and config.momentum > 0
     return StepSchedule(optimizer, total, warmup, config.scheduler, cycle_momentum=cycle)
 

@@ -19,11 +19,11 @@ LARGE_GAP = 0.20  # a gap this large is overfitting even while val loss still fa
 UNDERFIT_TRAIN_ACCURACY = 0.80
 
 
-def diagnose(history: list[dict[str, float]], epochs: int | None = None) -> Diagnosis:
+def diagnose(history: list[dict[str, float]], stopped_early: bool = False, epochs_apply: bool = True) -> Diagnosis:
     """Compare the final train and val accuracy and the val-loss trend.
 
-    ``epochs``: the epochs the run was set to train; a history shorter than that means early stopping
-    ended it, and then more epochs are not suggested.
+    ``stopped_early``: early stopping ended the run, so more epochs are not suggested;
+    ``epochs_apply``: False for a head fitted once by a solver (logistic, svm), which has no epochs.
     """
     rows = [r for r in history if not math.isnan(r.get("val_loss", math.nan))]
     if not rows:
@@ -42,10 +42,13 @@ def diagnose(history: list[dict[str, float]], epochs: int | None = None) -> Diag
                    "augmentation, more data, l2sp, a smaller --lr or --early-stop")
         return Diagnosis("overfitting", message, signals)
     if not math.isnan(train_acc) and train_acc < UNDERFIT_TRAIN_ACCURACY:
-        if epochs is not None and len(history) < epochs:
-            message = (f"underfitting: train accuracy only {train_acc:.2f} and the run stopped early (after "
-                       f"{len(history)} of {epochs} epochs); try a higher --lr, a longer --early-stop "
-                       "patience, or unfreezing more of the backbone")
+        if stopped_early:
+            message = (f"underfitting: train accuracy only {train_acc:.2f} and early stopping ended the run "
+                       f"(after {len(history)} epochs); try a higher --lr, a longer --early-stop patience, or "
+                       "unfreezing more of the backbone")
+        elif not epochs_apply:
+            message = (f"underfitting: train accuracy only {train_acc:.2f} with the frozen features; try "
+                       "fine-tuning the backbone (--strategy gradual or full)")
         else:
             message = (f"underfitting: train accuracy only {train_acc:.2f}; try more epochs, a higher --lr, "
                        "or unfreezing more of the backbone")

@@ -130,12 +130,12 @@ def cam_target(model: TransferModel, input_size: int) -> CamTarget:
     outputs, score = _probe(model, input_size)
     shapes = {name: tuple(tensor.shape) for name, tensor in outputs.items()}
     info = getattr(backbone, "feature_info", None)
+    channels: dict[str, int] = {}
+    names: list[str] = []
     if info:
         channels = {entry["module"]: int(entry["num_chs"]) for entry in info}
         names = [n for entry in reversed(info) for n in _with_first_norm(backbone, entry["module"])]
-    else:
-        channels = {}
-        names = list(reversed(shapes))
+    names += [name for name in reversed(shapes) if name not in names]  # then every module, deepest first
     candidates = []
     for name in names:
         if name in shapes:

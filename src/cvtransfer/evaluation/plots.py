@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import auc, roc_curve  # noqa: E402
 
+from cvtransfer.engine.history import selected_row  # noqa: E402
 from cvtransfer.io import atomic_path  # noqa: E402
 
 MAX_LEGEND_ENTRIES = 20  # beyond this a legend hides the plot
@@ -66,11 +67,10 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
         score_ax = axes[2]
         name, mode = selection
         score_ax.plot(epochs, scores, "-d", markersize=3, color="tab:purple", label=name)
-        known = [(v, e) for v, e in zip(scores, epochs) if not math.isnan(v)]
-        # the first best epoch, as the checkpoint callback keeps it
-        value, epoch = min(known, key=lambda pair: (pair[0] if mode == "min" else -pair[0], pair[1]))
-        score_ax.plot([epoch], [value], "*", markersize=12, color="tab:red",
-                      label=f"selected (epoch {epoch})")
+        kept = selected_row(history, name, mode)  # the first best epoch, as the checkpoint callback keeps it
+        if kept is not None:
+            score_ax.plot([epochs[kept]], [scores[kept]], "*", markersize=12, color="tab:red",
+                          label=f"selected (epoch {epochs[kept]})")
         score_ax.set_ylabel(f"{name} ({'lower' if mode == 'min' else 'higher'} is better)")
         score_ax.set_title("Unsupervised selection score (target)", fontsize=10)
     for ax in axes:

@@ -113,6 +113,8 @@ def _timm_model_at_size(arch: str, pretrained: bool, image_size: int | None) -> 
             raise
         return timm.create_model(arch, pretrained=pretrained, num_classes=0)  # any input size works
     except (AssertionError, ValueError, RuntimeError) as err:
+        if pretrained and isinstance(err, RuntimeError):  # loading the hub's weights failed: not a size problem
+            raise
         raise ConfigError(f"backbone '{arch}' cannot be built at --image-size {image_size}: "
                           f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     _require_tokens(arch, module, image_size)
@@ -133,7 +135,8 @@ def _create_torchvision(arch: str, pretrained: bool, image_size: int | None = No
     if weights is not None:
         _require_url_weights(weights.url, TORCHVISION_PREFIX + arch)
     kwargs = {"aux_logits": weights is not None, "init_weights": False} if arch == "inception_v3" else {}
-    if image_size is not None and arch.startswith("vit_") and image_size != 224:
+    built_size = int(weights.meta.get("min_size", (224, 224))[0]) if weights is not None else 224
+    if image_size is not None and arch.startswith("vit_") and image_size != built_size:
         module = _torchvision_vit_at_size(arch, weights, image_size)
     else:
         module = torchvision.models.get_model(arch, weights=weights, **kwargs)

@@ -213,7 +213,8 @@ def _check_coverage(
             f"no tensor of {path} matches backbone '{name}' (first keys: {', '.join(list(state)[:3])}): "
             "is it a checkpoint of another architecture?"
         )
-    bad = [k for k in own if k not in set(fitting)]
+    matched = set(fitting)
+    bad = [k for k in own if k not in matched]
     if len(bad) <= PARTIAL_LIMIT * len(own):
         return
     saved = metadata.get("backbone")
