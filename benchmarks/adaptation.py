@@ -103,6 +103,16 @@ def run_method(out: Path, iterations: int, **options: Any) -> dict[str, Any]:
     return summary
 
 
+def shown_path(path: Path) -> str:
+    """A path as a log may show it: relative to the repo or its ../shared, or under ~, never absolute."""
+    repo = Path(__file__).resolve().parents[1]
+    resolved = path.expanduser().resolve()
+    for base, shown in ((repo, "."), (repo.parent / "shared", "../shared"), (Path.home(), "~")):
+        if resolved.is_relative_to(base):
+            return str(Path(shown) / resolved.relative_to(base))
+    return path.name
+
+
 def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: argparse.Namespace,
                   **raw: Any) -> None:
     """Print the tables, write them to ``log_path`` and the raw numbers (with the arguments and the
@@ -111,7 +121,7 @@ def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: ar
     log_path.write_text("\n".join(lines) + "\n")
     results_path.parent.mkdir(exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
-    arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    arguments = {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results_path.write_text(json.dumps({"args": arguments, "machine": machine, **raw}, indent=1))
     print(f"\nwrote {log_path} and {results_path}", flush=True)
 

@@ -57,7 +57,7 @@ LOG, RESULTS = HERE / "digits.log", HERE / "results" / "digits.json"
 SPLIT_SEED = 0
 TLLIB_ITERATIONS, TLLIB_BATCH = 2500 * 20, 128
 
-# TLlib's published accuracy (%, oracle selection), /work/shared/benchmarks/tllib_digits.md (Oct 2021)
+# TLlib's published accuracy (%, oracle selection), ../shared/benchmarks/tllib_digits.md (Oct 2021)
 PUBLISHED = {
     "mnist-usps": {"source-only": 82.1, "dann": 91.7, "dan": 86.0, "adda": 94.5, "cdan": 96.0, "mcc": 95.1},
     "usps-mnist": {"source-only": 74.6, "dann": 95.2, "dan": 89.5, "adda": 98.3, "cdan": 97.7, "mcc": 94.6},
