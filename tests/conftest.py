@@ -29,13 +29,17 @@ def write_class_images(folder: Path, per_class: dict[str, int], seed: int = 0, s
             Image.fromarray(pixels).save(folder / name / f"{name}_{i}.png")
 
 
+def write_split_folders(root: Path, train: int, val: int, test: int, classes: str = "abc", size: int = 20) -> Path:
+    """DATA_DIR ``root`` with train/ val/ test/ class folders of ``train``, ``val``, ``test`` images per class."""
+    for seed, (split, count) in enumerate((("train", train), ("val", val), ("test", test))):
+        write_class_images(root / split, {name: count for name in classes}, seed=seed, size=size)
+    return root
+
+
 @pytest.fixture
 def split_dir(tmp_path: Path) -> Path:
     """DATA_DIR with train/ val/ test/ and three classes."""
-    root = tmp_path / "data"
-    for split, count, seed in (("train", 10, 0), ("val", 4, 1), ("test", 4, 2)):
-        write_class_images(root / split, {"a": count, "b": count, "c": count}, seed=seed)
-    return root
+    return write_split_folders(tmp_path / "data", 10, 4, 4)
 
 
 @pytest.fixture
@@ -75,8 +79,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("finished")
     data = root / "data"
-    for split, count, seed in (("train", 10, 0), ("val", 4, 1), ("test", 4, 2)):
-        write_class_images(data / split, {"a": count, "b": count, "c": count}, seed=seed)
+    write_split_folders(data, 10, 4, 4)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CVTRANSFER_CACHE", str(root / "cache"))
         logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

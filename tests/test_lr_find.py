@@ -12,6 +12,7 @@ import pytest
 
 from cvtransfer import cli
 from cvtransfer.lr_finder import diverged_at, smooth_losses, suggest_lr
+from tests.conftest import tiny_config
 
 STEEPEST = 1e-3  # where the synthetic loss falls fastest per decade of LR
 
@@ -83,3 +84,11 @@ def test_lr_find_cli_prints_one_suggestion_and_records_the_rule(split_dir: Path,
     assert f"{result['suggestion']:.3g}" in lines[0]
     assert len(result["losses"]) == len(result["lrs"]) == len(result["smoothed_losses"])
     assert sorted(p.name for p in out.iterdir()) == ["lr_find.json", "lr_find.png"]  # no .lr_find_*.ckpt left
+
+
+def test_lr_find_from_python(split_dir: Path, tmp_path: Path) -> None:
+    import cvtransfer
+
+    result = cvtransfer.lr_find(tiny_config(split_dir, tmp_path / "lr"), steps=20)
+    assert result["rule"] == "steepest" and 1e-7 <= result["suggestion"] <= 1.0
+    assert json.loads((tmp_path / "lr" / "lr_find.json").read_text())["suggestion"] == result["suggestion"]

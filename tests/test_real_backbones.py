@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import cvtransfer
-from tests.conftest import write_class_images
+from tests.conftest import write_split_folders
 from tests.test_cli import run_cli
 
 CASES = [  # (backbone, --image-size, --strategy): a small size and a non-default size for each family
@@ -35,10 +35,7 @@ CASES = [  # (backbone, --image-size, --strategy): a small size and a non-defaul
 @pytest.fixture(scope="module")
 def few_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train/ val/ test/, two classes, a handful of 40 px images (resized to each case's size)."""
-    root = tmp_path_factory.mktemp("few")
-    for split, count, seed in (("train", 4, 0), ("val", 2, 1), ("test", 2, 2)):
-        write_class_images(root / split, {"a": count, "b": count}, seed=seed, size=40)
-    return root
+    return write_split_folders(tmp_path_factory.mktemp("few"), 4, 2, 2, classes="ab", size=40)
 
 
 @pytest.mark.parametrize(("backbone", "size", "strategy"), CASES, ids=[f"{b}-{s}-{t}" for b, s, t in CASES])

@@ -14,7 +14,7 @@ import cvtransfer
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation import interpret
 from cvtransfer.report import REPORT_FILE, SECTIONS, write_report
-from tests.conftest import tiny_config, write_class_images
+from tests.conftest import tiny_config, write_class_images, write_split_folders
 
 
 def sections_of(html: str) -> dict[str, str]:
@@ -155,9 +155,7 @@ def test_feature_file_adaptation_report_names_the_mlp_method_and_options(tmp_pat
 
 def test_cnn_at_32_px_fits_and_reports_grad_cam_of_a_spatial_layer(tmp_path: Path) -> None:
     """resnet18's last map is 1x1 at 32 px: Grad-CAM walks back to layer3 (2x2) instead of failing the run."""
-    data = tmp_path / "data"
-    for split, count, seed in (("train", 4, 0), ("val", 2, 1), ("test", 2, 2)):
-        write_class_images(data / split, {"a": count, "b": count}, seed=seed)
+    data = write_split_folders(tmp_path / "data", 4, 2, 2, classes="ab")
     config = tiny_config(data, tmp_path / "run", backbone="resnet18", image_size=32, strategy="linear",
                          epochs=1, report=True)
     run = cvtransfer.fit(config)

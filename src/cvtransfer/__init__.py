@@ -1,6 +1,18 @@
 """cvtransfer: transfer learning for computer vision, from one command or a few lines of Python."""
 
-from cvtransfer.api import adapt, auto, backbones, compare, evaluate, fit, predict, rank, resume, shift
+from cvtransfer.api import (
+    adapt,
+    auto,
+    backbones,
+    compare,
+    evaluate,
+    fit,
+    lr_find,
+    predict,
+    rank,
+    resume,
+    shift,
+)
 from cvtransfer.config import Config
 from cvtransfer.errors import ConfigError, CvTransferError, DataError, WeightsError
 from cvtransfer.run import Run
@@ -10,5 +22,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "adapt", "auto", "backbones", "compare", "evaluate", "fit", "predict", "rank", "report", "resume", "shift",
+    "adapt", "auto", "backbones", "compare", "evaluate", "fit", "lr_find", "predict", "rank", "report", "resume", "shift",
 ]

@@ -100,6 +100,18 @@ def backbones(pattern: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def lr_find(config: Config | None = None, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100,
+            **options: Any) -> dict[str, Any]:
+    """LR range test on ``data``: ``{"suggestion", "rule", "minimum_10", "lrs", "losses", "plot", ...}``.
+
+    ``cvtransfer.lr_find(data="data/", backbone="resnet18", out="runs/lr")`` writes lr_find.png and
+    lr_find.json into ``out``; the suggestion is the steepest descent of the smoothed loss in log-LR.
+    """
+    from cvtransfer.lr_finder import lr_find as range_test
+
+    return range_test(_config(config, options), min_lr, max_lr, steps)
+
+
 def rank(config: Config | None = None, **options: Any) -> Ranking:
     """Score candidate backbones on ``data`` without fine-tuning; ranking.csv in ``out``.
 

@@ -14,7 +14,7 @@ import cvtransfer
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.factory import build_model
-from tests.conftest import tiny_config, write_class_images
+from tests.conftest import tiny_config, write_split_folders
 
 VIT = "vit_tiny_patch16_224"
 SWIN = "swin_tiny_patch4_window7_224"
@@ -23,10 +23,7 @@ SWIN = "swin_tiny_patch4_window7_224"
 @pytest.fixture
 def small_split(tmp_path: Path) -> Path:
     """train/ val/ test/ with three classes and very few images (transformers are slow on a CPU)."""
-    root = tmp_path / "data"
-    for split, count, seed in (("train", 3, 0), ("val", 1, 1), ("test", 2, 2)):
-        write_class_images(root / split, {"a": count, "b": count, "c": count}, seed=seed)
-    return root
+    return write_split_folders(tmp_path / "data", 3, 1, 2)
 
 
 @pytest.mark.parametrize("name", [VIT, SWIN])
