@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import cvtransfer
 from cvtransfer.data import features as features_module
 from cvtransfer.engine.history import read_history
-from cvtransfer.errors import ConfigError
+from cvtransfer.errors import ConfigError, CvTransferError
 from tests.conftest import tiny_config
 
 
@@ -68,6 +68,25 @@ def test_out_folder_with_a_run_is_not_overwritten(split_dir: Path, tmp_path: Pat
     cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1))
     with pytest.raises(ConfigError, match="already holds a run.*--resume"):
         cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1))
+
+
+@pytest.mark.parametrize("mistake", [{"backbone": "resnt18"}, {"data": "missing"}, {"weights": "nope.pth"}])
+def test_a_user_error_leaves_no_half_made_run_folder(mistake: dict, split_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CvTransferError):
+        cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1).replace(**mistake))
+    assert not (tmp_path / "run").exists()
+    # the corrected command runs (it is not told the folder "already holds a run")
+    assert cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1)).metrics["accuracy"] >= 0
+
+
+def test_a_user_error_keeps_what_an_existing_out_folder_held(split_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(CvTransferError):
+        cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", backbone="resnt18"))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(split_dir: Path, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 def fit(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
     """Train a model as ``config`` (or ``Config(**options)``) says; return its run folder."""
     config = _config(config, options)
-    config, run_dir = _new_run_folder(config, default_run_dir(config))
-    return _train_and_finish(config, run_dir, callbacks, resume_from=None)
+    config, run_dir, existing = _new_run_folder(config, default_run_dir(config))
+    with _no_half_made_run(run_dir, existing):
+        return _train_and_finish(config, run_dir, callbacks, resume_from=None)
 
 
 def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrides: Any) -> Run:
@@ -141,8 +144,9 @@ def adapt(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), *
     if config.target is None or config.data is None:
         raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
     check_adapt_options(config)  # before the run folder exists
-    config, run_dir = _new_run_folder(config, default_adapt_dir(config))
-    return adapt_run(config, run_dir, list(callbacks))
+    config, run_dir, existing = _new_run_folder(config, default_adapt_dir(config))
+    with _no_half_made_run(run_dir, existing):
+        return adapt_run(config, run_dir, list(callbacks))
 
 
 def shift(source: str | Path, target: str | Path, config: Config | None = None, out: str | Path | None = None,
@@ -161,18 +165,45 @@ def shift(source: str | Path, target: str | Path, config: Config | None = None, 
     return result
 
 
-def _new_run_folder(config: Config, default: Path) -> tuple[Config, Path]:
-    """The run folder (``config.out``, else ``default``), created with its config.yaml; refused if it holds a run."""
+def _new_run_folder(config: Config, default: Path) -> tuple[Config, Path, set[Path] | None]:
+    """The run folder (``config.out``, else ``default``), created with its config.yaml; refused if it holds a run.
+
+    Also returns what the folder held before (None: it did not exist), for :func:`_no_half_made_run`.
+    """
     run_dir = Path(config.out) if config.out else default
     config = config.replace(out=str(run_dir))
     console_logging()
     check_devices(config)  # before the folder exists: a refused run leaves nothing behind
+    existing = set(run_dir.iterdir()) if run_dir.is_dir() else None
     if is_main_process():
         if (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
-    return config, run_dir
+    return config, run_dir, existing
+
+
+@contextmanager
+def _no_half_made_run(run_dir: Path, existing: set[Path] | None) -> Iterator[None]:
+    """Undo a new run folder when a user error stops the run before any epoch finished.
+
+    Bad data or an unknown backbone are found after the folder is made; left behind, its config.yaml
+    would make the corrected command ask for --resume. A folder with a checkpoint anywhere (an epoch
+    finished, or ADDA's source stage) is kept: finished work is never lost.
+    """
+    try:
+        yield
+    except CvTransferError:
+        if is_main_process() and run_dir.is_dir() and not any(run_dir.rglob("*.ckpt")):
+            if existing is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                for entry in set(run_dir.iterdir()) - existing:
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+        raise
 
 
 def _config(config: Config | None, options: dict[str, Any]) -> Config:

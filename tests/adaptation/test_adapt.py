@@ -224,3 +224,10 @@ def test_options_adapt_cannot_honour_are_refused_before_the_run_folder(
     with pytest.raises(ConfigError, match=message):
         cvtransfer.adapt(adapt_config(source, target, tmp_path / "run", **option))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_user_error_leaves_no_half_made_adaptation_folder(domains: tuple[Path, Path], tmp_path: Path) -> None:
+    source, _ = domains
+    with pytest.raises(CvTransferError):
+        cvtransfer.adapt(adapt_config(source, tmp_path / "no-such-target", tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
