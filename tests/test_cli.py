@@ -73,6 +73,7 @@ def test_resume_from_the_command_line(split_dir: Path, tmp_path: Path, monkeypat
         (["fit", "{data}", "--backbone", "tinycnn", "--weights", "{tmp}/nope.pth", "--out", "{tmp}/r"],
          "error: weights file {tmp}/nope.pth does not exist"),
         (["evaluate", "{tmp}"], "is not a cvtransfer run folder"),
+        (["fit", "{data}", "--resume", "{tmp}"], "error: --resume {tmp} continues that run on its own data"),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], message: str, split_dir: Path, tmp_path: Path,

@@ -100,6 +100,21 @@ def test_interrupted_run_resumes_from_last_checkpoint(split_dir: Path, tmp_path:
     assert (run.path / "model.safetensors").is_file() and run.metrics["accuracy"] >= 0
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"backbone": "lenet"}, "--backbone cannot change when resuming"),
+    ({"strategy": "linear", "lr": 0.1}, "--lr, --strategy cannot change when resuming"),
+    ({"epochs": 1}, "has already trained 2 epochs: --epochs must be at least 2"),
+])
+def test_resume_refuses_overrides_it_cannot_honour_and_leaves_config_yaml_alone(
+        overrides: dict, message: str, split_dir: Path, tmp_path: Path) -> None:
+    run = cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=2)).path
+    saved = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=message):
+        cvtransfer.resume(run, **overrides)
+    assert (run / "config.yaml").read_text() == saved  # so a plain --resume still works
+    assert [int(r["epoch"]) for r in cvtransfer.resume(run, epochs=3).history] == [0, 1, 2]
+
+
 class ThawProbe(pl.Callback):
     def __init__(self) -> None:
         self.seen: list[tuple[int, frozenset[int], list[str], int]] = []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 
 from cvtransfer.config import Config
+from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import console_logging
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, check_devices
 from cvtransfer.errors import ConfigError, CvTransferError
@@ -47,6 +48,7 @@ def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrid
     if not (run_dir / "config.yaml").is_file():
         raise CvTransferError(f"{run_dir} is not a cvtransfer run folder (no config.yaml): nothing to resume")
     console_logging()
+    _check_resume_overrides(run_dir, overrides)
     config = Config.load(run_dir / "config.yaml", **overrides)
     check_devices(config)
     if config.target is not None:
@@ -63,6 +65,26 @@ def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrid
 
         return adapt_run(config, run_dir, list(callbacks), resume_from=last if last.is_file() else None)
     return _train_and_finish(config, run_dir, callbacks, resume_from=last if last.is_file() else None)
+
+
+# What a resumed run may change: how long it trains, where and how it runs, what it writes. Anything else
+# (data, model, weights, strategy, optimiser, seed, ...) would make the run another one.
+RESUMABLE = frozenset({"epochs", "progress", "report", "num_workers", "accelerator", "devices", "num_nodes",
+                       "distributed", "cache_dir", "max_image_pixels"})
+
+
+def _check_resume_overrides(run_dir: Path, overrides: dict[str, Any]) -> None:
+    """Refuse, before config.yaml is touched, overrides a resumed run cannot honour."""
+    saved = Config.load(run_dir / "config.yaml").to_dict()
+    changed = sorted(name for name, value in overrides.items()
+                     if name not in RESUMABLE and name in saved and value != saved[name])
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise ConfigError(f"{flags} cannot change when resuming {run_dir} (only how long and where it trains: "
+                          "--epochs, --devices, ...): start a new run with another --out instead")
+    done = len(read_history(run_dir / "history.csv"))
+    if "epochs" in overrides and overrides["epochs"] < done:
+        raise ConfigError(f"{run_dir} has already trained {done} epochs: --epochs must be at least {done}")
 
 
 def _train_and_finish(config: Config, run_dir: Path, callbacks: Sequence[pl.Callback],

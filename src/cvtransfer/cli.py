@@ -24,7 +24,7 @@ import typer
 from cvtransfer import api
 from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
 from cvtransfer.config import ADAPT, CHOOSE, DATA, MODEL, OUTPUT, TRAIN
-from cvtransfer.errors import CvTransferError
+from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.fitting import default_run_dir, is_main_process
 from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
 from cvtransfer.automatic import DECISIONS_FILE
@@ -119,6 +119,9 @@ def fit(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Train a model on DATA_DIR and write a run folder (--out)."""
+    if resume is not None and (data is not None or config is not None):
+        raise ConfigError(f"--resume {resume} continues that run on its own data and config.yaml: leave out "
+                          f"{'DATA' if data is not None else '--config'} (or start a new run without --resume)")
     if resume is not None:
         run_dir = resume
         start = functools.partial(api.resume, resume, **(overrides or {}))
@@ -329,6 +332,9 @@ def adapt(
     adapt's own defaults (over the options' listed ones): --optimizer sgd --lr 0.01 --weight-decay 0.001
     --scheduler inv --epochs 20.
     """
+    if resume is not None and (source is not None or config is not None):
+        raise ConfigError(f"--resume {resume} continues that run on its own data and config.yaml: leave out "
+                          f"{'--source' if source is not None else '--config'}")
     if resume is not None:
         run_dir = resume
         start = functools.partial(api.resume, resume, **(overrides or {}))
