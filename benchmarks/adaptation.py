@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import cvtransfer
-from cvtransfer.adaptation.selection import SELECTION_SCORES
+from cvtransfer.scores.selection import SELECTION_SCORES
 from cvtransfer.engine.history import read_history
 from cvtransfer.io import read_json, write_json
 

@@ -34,8 +34,8 @@ from sklearn.datasets import load_digits
 
 import cvtransfer
 from benchmarks.common import SHARED
-from cvtransfer.transferability import SCORES
-from cvtransfer.transferability.ranking import rank_correlations, ranking_table
+from cvtransfer.scores.transferability import SCORES
+from cvtransfer.workflows.rank import rank_correlations, ranking_table
 
 DIGITS = SHARED / "digits"
 SIZE = 28  # lenet's input size

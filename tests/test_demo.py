@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cvtransfer.data.demo import make_demo_domains
-from cvtransfer.demo import run_demo
+from cvtransfer.workflows.demo import run_demo
 
 
 def test_demo_domains(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cvtransfer import cli
-from cvtransfer.lr_finder import diverged_at, smooth_losses, suggest_lr
+from cvtransfer.workflows.lr_find import diverged_at, smooth_losses, suggest_lr
 from tests.conftest import tiny_config
 
 STEEPEST = 1e-3  # where the synthetic loss falls fastest per decade of LR

@@ -20,9 +20,9 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
-from cvtransfer.adaptation import build_domain_losses
-from cvtransfer.adaptation.selection import SELECTION_SCORES
-from cvtransfer.adaptation.shift import domain_shift
+from cvtransfer.losses import build_domain_losses
+from cvtransfer.scores.selection import SELECTION_SCORES
+from cvtransfer.scores.shift import domain_shift
 from cvtransfer.config import Config
 from cvtransfer.data.domains import (
     DomainSplits,

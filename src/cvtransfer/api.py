@@ -26,10 +26,10 @@ from cvtransfer.models.backbones import count_parameters, list_backbones
 from cvtransfer.comparison import COMPARE_FILE, write_comparison
 from cvtransfer.report import write_report, write_report_safely
 from cvtransfer.run import Run, finish_run, write_predictions
-from cvtransfer.transferability.ranking import Ranking, rank_backbones
+from cvtransfer.workflows.rank import Ranking, rank_backbones
 
 if TYPE_CHECKING:
-    from cvtransfer.automatic import AutoResult
+    from cvtransfer.workflows.auto import AutoResult
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def lr_find(config: Config | None = None, min_lr: float = 1e-7, max_lr: float = 
     ``cvtransfer.lr_find(data="data/", backbone="resnet18", out="runs/lr")`` writes lr_find.png and
     lr_find.json into ``out``; the suggestion is the steepest descent of the smoothed loss in log-LR.
     """
-    from cvtransfer.lr_finder import lr_find as range_test
+    from cvtransfer.workflows.lr_find import lr_find as range_test
 
     return range_test(_config(config, options), min_lr, max_lr, steps)
 
@@ -148,7 +148,7 @@ def rank(config: Config | None = None, **options: Any) -> Ranking:
 
 def auto(config: Config | None = None, **options: Any) -> AutoResult:
     """Choose backbone and strategy from the data, train them and a from-scratch baseline; decisions.md in ``out``."""
-    from cvtransfer.automatic import run_auto  # automatic.py builds on this module's fit
+    from cvtransfer.workflows.auto import run_auto  # automatic.py builds on this module's fit
 
     return run_auto(_config(config, options))
 

@@ -26,8 +26,8 @@ from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
 from cvtransfer.config import ADAPT, CHOOSE, DATA, MODEL, OUTPUT, TRAIN
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.fitting import default_run_dir, is_main_process
-from cvtransfer.transferability.ranking import RANKING_FILE, ranking_table
-from cvtransfer.automatic import DECISIONS_FILE
+from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
+from cvtransfer.workflows.auto import DECISIONS_FILE
 from cvtransfer.comparison import COMPARE_FILE
 
 log = logging.getLogger("cvtransfer")
@@ -149,7 +149,7 @@ def lr_find(
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """LR range test: writes lr_find.png and lr_find.json into --out and prints the suggested LR."""
-    from cvtransfer.lr_finder import lr_find as run_lr_find
+    from cvtransfer.workflows.lr_find import lr_find as run_lr_find
 
     result = run_lr_find(_build_config(data, config, overrides or {}), min_lr, max_lr, steps)
     if result["suggestion"] is None:
@@ -208,7 +208,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data and runs.")] = Path("demo_run"),
 ) -> None:
     """Pretrain on real digits, transfer to shifted digits with few labels; print a table."""
-    from cvtransfer.demo import run_demo
+    from cvtransfer.workflows.demo import run_demo
 
     rows = run_demo(out)
     typer.echo(f"\n{'strategy':<10} {'target test accuracy':>21} {'train time':>11}")

@@ -223,9 +223,9 @@ def validate_names(config: Config) -> None:
 
     Imported here, not at the top: the registries' modules import this one.
     """
-    from cvtransfer.adaptation import DA_METHODS
+    from cvtransfer.losses import DA_METHODS
     from cvtransfer.strategies import STRATEGIES
-    from cvtransfer.transferability.base import SCORES
+    from cvtransfer.scores.transferability.base import SCORES
 
     STRATEGIES.get(config.strategy)
     DA_METHODS.get(config.method)

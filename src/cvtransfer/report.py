@@ -243,7 +243,7 @@ def applies(field: dataclasses.Field, config: Config) -> bool:
         return owner == config.strategy
     if owner == "adapt":
         return adaptation
-    from cvtransfer.adaptation import DA_METHODS
+    from cvtransfer.losses import DA_METHODS
 
     return owner not in DA_METHODS or owner == config.method
 

@@ -280,7 +280,7 @@ def selection_curve(config: Config) -> tuple[str, str] | None:
     """(history column, "min" or "max") of the score that chose an adaptation run's epoch; None otherwise."""
     if config.target is None or config.select_by == "none":
         return None
-    from cvtransfer.adaptation.selection import SELECTION_SCORES
+    from cvtransfer.scores.selection import SELECTION_SCORES
 
     return f"val_{config.select_by}", SELECTION_SCORES.get(config.select_by).mode
 

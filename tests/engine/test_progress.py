@@ -52,7 +52,7 @@ def test_epoch_lines_are_printed_on_global_rank_zero_only(capsys: pytest.Capture
 
 
 def test_adaptation_prints_its_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.adaptation.conftest import adapt_config, write_domain
+    from tests.losses.conftest import adapt_config, write_domain
 
     source, target = tmp_path / "source", tmp_path / "target"
     write_domain(source, 6, seed=0, background=(0, 70))

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from cvtransfer.adaptation.base import DomainLosses
-from cvtransfer.adaptation.selection import SELECTION_SCORES, ScoreInputs, compute_scores
+from cvtransfer.losses.base import DomainLosses
+from cvtransfer.scores.selection import SELECTION_SCORES, ScoreInputs, compute_scores
 from cvtransfer.config import Config
 from cvtransfer.engine.module import TransferModule
 from cvtransfer.models.transfer_model import TransferModel

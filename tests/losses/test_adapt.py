@@ -14,13 +14,13 @@ import yaml
 from torch.utils.data import WeightedRandomSampler
 
 import cvtransfer
-from cvtransfer.adaptation import DA_METHODS
+from cvtransfer.losses import DA_METHODS
 from cvtransfer.adapting import adaptation_loaders
 from cvtransfer.data.domains import discover_domains
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.run import predict_probs
-from tests.adaptation.conftest import adapt_config, write_domain
+from tests.losses.conftest import adapt_config, write_domain
 from tests.conftest import write_class_images
 from tests.test_cli import run_cli
 

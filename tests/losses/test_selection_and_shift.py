@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cvtransfer.adaptation.selection import (
+from cvtransfer.scores.selection import (
     SELECTION_SCORES,
     deep_embedded_validation,
     prediction_entropy,
     soft_neighborhood_density,
 )
-from cvtransfer.adaptation.shift import domain_shift, median_heuristic, mmd, proxy_a_distance, wasserstein
+from cvtransfer.scores.shift import domain_shift, median_heuristic, mmd, proxy_a_distance, wasserstein
 
 
 def gaussian(n: int, d: int, shift: float = 0.0, seed: int = 0) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
 
 
 def covariance(features: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cvtransfer.transferability.base import Array, check_inputs, register_score
+from cvtransfer.scores.transferability.base import Array, check_inputs, register_score
 
 BISECTIONS = 64  # halvings of log(alpha/beta)'s bracket: far below float64 precision at the end
 T_RANGE = (1e-12, 1e12)  # the bracket of alpha/beta, in multiples of the largest eigenvalue of F^T F

@@ -6,8 +6,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
-from cvtransfer.transferability.base import Array, check_inputs, register_score
-from cvtransfer.transferability.leep import expected_empirical_prediction
+from cvtransfer.scores.transferability.base import Array, check_inputs, register_score
+from cvtransfer.scores.transferability.leep import expected_empirical_prediction
 
 COMPONENTS_PER_CLASS = 5
 KEPT_VARIANCE = 0.8

@@ -8,11 +8,11 @@ its CSV and the contract test pick it up.
 """
 
 # The import order is the registration order, which is the column order of ranking.csv.
-from cvtransfer.transferability.base import SCORES, Score, register_score
-from cvtransfer.transferability.logme import logme
-from cvtransfer.transferability.leep import leep
-from cvtransfer.transferability.nce import nce
-from cvtransfer.transferability.hscore import hscore
-from cvtransfer.transferability.nleep import nleep
+from cvtransfer.scores.transferability.base import SCORES, Score, register_score
+from cvtransfer.scores.transferability.logme import logme
+from cvtransfer.scores.transferability.leep import leep
+from cvtransfer.scores.transferability.nce import nce
+from cvtransfer.scores.transferability.hscore import hscore
+from cvtransfer.scores.transferability.nleep import nleep
 
 __all__ = ["SCORES", "Score", "hscore", "leep", "logme", "nce", "nleep", "register_score"]

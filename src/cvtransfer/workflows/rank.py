@@ -30,8 +30,8 @@ from cvtransfer.errors import ConfigError
 from cvtransfer.io import atomic_write_text
 from cvtransfer.models.factory import BuiltModel, build_model
 from cvtransfer.run import Run
-from cvtransfer.transferability.base import SCORES
-from cvtransfer.transferability.source import SourceClassifier, source_classifier
+from cvtransfer.scores.transferability.base import SCORES
+from cvtransfer.scores.transferability.source import SourceClassifier, source_classifier
 
 log = logging.getLogger(__name__)
 

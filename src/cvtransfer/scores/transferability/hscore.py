@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from cvtransfer.transferability.base import Array, check_inputs, register_score
+from cvtransfer.scores.transferability.base import Array, check_inputs, register_score
 
 
 @register_score("hscore")

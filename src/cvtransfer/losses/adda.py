@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
-from cvtransfer.adaptation.dann import DomainDiscriminator, domain_loss_and_accuracy
-from cvtransfer.adaptation.grl import warm_start
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.dann import DomainDiscriminator, domain_loss_and_accuracy
+from cvtransfer.losses.grl import warm_start
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
-from cvtransfer.adaptation.grl import WarmStartGradientReverseLayer
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.grl import WarmStartGradientReverseLayer
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config

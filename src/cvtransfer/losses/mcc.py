@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
-from cvtransfer.adaptation.cdan import entropy
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.cdan import entropy
 
 DEFAULT_TEMPERATURE = 2.5  # the paper's and TLlib's default
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvtransfer.transferability.base import Array, check_inputs, check_probabilities, register_score
+from cvtransfer.scores.transferability.base import Array, check_inputs, check_probabilities, register_score
 
 
 @register_score("leep", uses="source_probs")

@@ -28,8 +28,8 @@ from cvtransfer.errors import ConfigError, WeightsError
 from cvtransfer.fitting import pick_device
 from cvtransfer.io import atomic_write_text, write_json
 from cvtransfer.run import Run, predict_probs
-from cvtransfer.transferability.base import SCORES
-from cvtransfer.transferability.ranking import (
+from cvtransfer.scores.transferability.base import SCORES
+from cvtransfer.workflows.rank import (
     Candidate,
     CandidateScores,
     Ranking,
@@ -319,7 +319,7 @@ def write_outputs(result: AutoResult, config: Config, facts: DataFacts, related:
 
 def decisions_markdown(result: AutoResult, config: Config) -> str:
     """Every decision with its reason, the accuracies of the three runs, and the ranking."""
-    from cvtransfer.transferability.ranking import ranking_table
+    from cvtransfer.workflows.rank import ranking_table
 
     lines = [f"# cvtransfer auto: {config.data}", "", "| step | decision | reason |", "|---|---|---|"]
     lines += [f"| {d.step} | {d.choice} | {d.reason} |" for d in result.decisions]

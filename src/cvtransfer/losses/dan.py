@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
 
 DEFAULT_ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
 

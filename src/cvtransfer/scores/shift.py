@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cvtransfer.adaptation.dan import gaussian_mmd2
+from cvtransfer.losses.dan import gaussian_mmd2
 
 MAX_SAMPLES = 1000
 

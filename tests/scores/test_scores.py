@@ -10,8 +10,8 @@ import torch
 from scipy import optimize
 
 from cvtransfer.errors import DataError
-from cvtransfer.transferability import SCORES, hscore, leep, logme, nce, nleep
-from cvtransfer.transferability.logme import logme_fit
+from cvtransfer.scores.transferability import SCORES, hscore, leep, logme, nce, nleep
+from cvtransfer.scores.transferability.logme import logme_fit
 
 
 def blobs(n_per_class: int = 30, classes: int = 3, dims: int = 8, spread: float = 0.3, seed: int = 0

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cvtransfer.adaptation.base import DA_METHODS, DomainLoss
-from cvtransfer.adaptation.dann import DomainDiscriminator, domain_loss_and_accuracy
-from cvtransfer.adaptation.grl import WarmStartGradientReverseLayer
+from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.dann import DomainDiscriminator, domain_loss_and_accuracy
+from cvtransfer.losses.grl import WarmStartGradientReverseLayer
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config

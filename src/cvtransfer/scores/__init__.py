@@ -1,0 +1,1 @@
+"""Scorers: numbers computed from features (and labels) without training: transferability, selection, shift."""
