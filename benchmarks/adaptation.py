@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 import cvtransfer
-from cvtransfer.scores.selection import SELECTION_SCORES
 from cvtransfer.engine.history import read_history
 from cvtransfer.io import read_json, write_json
+from cvtransfer.scores.selection import SELECTION_SCORES
 
 METHODS = ["source-only", "dan", "coral", "dann", "cdan", "cdan+e", "adda", "mcc"]
 # score -> which end is best, as --select-by reads it

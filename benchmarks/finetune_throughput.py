@@ -25,7 +25,7 @@ from benchmarks.common import default_image_folder
 from cvtransfer.data.folders import discover
 from cvtransfer.data.loaders import ImageDataset, default_workers, make_loader
 from cvtransfer.data.transforms import eval_transform, train_transform
-from cvtransfer.fitting import pick_device
+from cvtransfer.engine.devices import pick_device
 from cvtransfer.models.factory import build_model
 
 

@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def compute_ceiling(name: str, size: int, batch_size: int, compile_backend: str)
         with FlopCounterMode(display=False) as counter, torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             nn.functional.cross_entropy(model(images), labels).backward()
         result["flops_per_image"] = counter.get_total_flops() / batch_size
-    except Exception as err:  # noqa: BLE001 - the images/s still count
+    except Exception as err:  # the images/s still count
         say(f"  FLOP count failed: {type(err).__name__}: {err}")
     model = model.to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
@@ -229,7 +230,7 @@ def compute_ceiling(name: str, size: int, batch_size: int, compile_backend: str)
         result["compiled"] = batch_size / timed_steps(step_of(compiled, True))
         say(f"  compiled ({compile_backend}, {time.perf_counter() - start:.0f}s with compilation): "
             f"{result['compiled']:.0f} images/s")
-    except Exception as err:  # noqa: BLE001 - a compiler failure is a result to report, not a crash
+    except Exception as err:  # a compiler failure is a result to report, not a crash
         result["compile_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         say(f"  compile failed: {result['compile_error']}")
     torch._dynamo.reset()
@@ -248,7 +249,7 @@ def attempt(label: str, run: Callable[[], Any]) -> Any:
     """``run()``, or None after saying why it failed: one failing part must not lose the others' numbers."""
     try:
         return run()
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         say(f"  {label} failed: {type(err).__name__}: {err}")
         return None
     finally:
@@ -336,11 +337,11 @@ def main() -> None:
         loading = results["data_loading_images_per_s"] = data_ceiling(loader, args.epochs)
         for name in [b.strip() for b in args.backbones.split(",") if b.strip()]:
             say(f"== {name}")
-            seeds = attempt("seeds loop", lambda: seeds_loop(name, loader, args.image_size, args.epochs))
-            fit = attempt("cvtransfer fit", lambda: cvtransfer_fit(name, data, args, work / f"fit-{name}"))
+            seeds = attempt("seeds loop", partial(seeds_loop, name, loader, args.image_size, args.epochs))
+            fit = attempt("cvtransfer fit", partial(cvtransfer_fit, name, data, args, work / f"fit-{name}"))
             shutil.rmtree(work / f"fit-{name}", ignore_errors=True)
-            ceiling = attempt("compute ceiling", lambda: compute_ceiling(
-                name, args.image_size, args.batch_size, args.compile_backend))
+            ceiling = attempt("compute ceiling", partial(
+                compute_ceiling, name, args.image_size, args.batch_size, args.compile_backend))
             entry = {"table": table(seeds, fit, ceiling, loading, peak), "seeds_loop": seeds,
                      "cvtransfer_fit": fit, "ceiling": ceiling}
             results["backbones"][name] = entry

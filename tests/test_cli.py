@@ -58,7 +58,7 @@ def test_resume_from_the_command_line(split_dir: Path, tmp_path: Path, monkeypat
                                       capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     run_cli(["fit", str(split_dir), *TINY, "--out", str(run)], monkeypatch, capsys)
-    code, out, _ = run_cli(["fit", "--resume", str(run), "--epochs", "3"], monkeypatch, capsys)
+    code, _, _ = run_cli(["fit", "--resume", str(run), "--epochs", "3"], monkeypatch, capsys)
     assert code == 0
     assert len((run / "history.csv").read_text().strip().splitlines()) == 1 + 3
 
@@ -193,5 +193,5 @@ def test_fit_writes_a_report_and_report_rewrites_it(split_dir: Path, tmp_path: P
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_report_and_compare_errors_are_one_line(command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run_cli([command, str(tmp_path / "nowhere")], monkeypatch, capsys)
+    code, _, err = run_cli([command, str(tmp_path / "nowhere")], monkeypatch, capsys)
     assert code == 2 and err == f"error: run folder {tmp_path / 'nowhere'} does not exist\n"

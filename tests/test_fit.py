@@ -66,7 +66,7 @@ def test_same_seed_same_numbers(split_dir: Path, tmp_path: Path) -> None:
 
 def test_out_folder_with_a_run_is_not_overwritten(split_dir: Path, tmp_path: Path) -> None:
     cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1))
-    with pytest.raises(ConfigError, match="already holds a run.*--resume"):
+    with pytest.raises(ConfigError, match=r"already holds a run.*--resume"):
         cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=1))
 
 
@@ -145,14 +145,14 @@ def test_l2sp_reference_weights_survive_resume(split_dir: Path, tmp_path: Path) 
     with pytest.raises(RuntimeError):
         cvtransfer.fit(config, callbacks=[CrashDuringEpoch(1)])
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    reference = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("regularizer.w0__")}
+    reference = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("loss_terms.terms.l2sp.w0__")}
     trained = checkpoint["state_dict"]["network.backbone.stem.0.weight"]
-    assert not torch.equal(reference["regularizer.w0__stem__0__weight"], trained)
+    assert not torch.equal(reference["loss_terms.terms.l2sp.w0__stem__0__weight"], trained)
 
     class CheckReference(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            restored = pl_module.regularizer.w0__stem__0__weight
-            assert torch.equal(restored, reference["regularizer.w0__stem__0__weight"])
+            restored = pl_module.loss_terms.terms.l2sp.w0__stem__0__weight
+            assert torch.equal(restored, reference["loss_terms.terms.l2sp.w0__stem__0__weight"])
 
     cvtransfer.resume(tmp_path / "run", callbacks=[CheckReference()])
 
@@ -189,7 +189,7 @@ def test_imbalance_options_run(tmp_path: Path) -> None:
 
     write_class_images(tmp_path / "imb", {"many": 24, "few": 4})
     for options in ({"class_weights": "auto"}, {"balanced_sampler": True}):
-        run = cvtransfer.fit(tiny_config(tmp_path / "imb", tmp_path / f"run{len(options)}{list(options)[0]}",
+        run = cvtransfer.fit(tiny_config(tmp_path / "imb", tmp_path / f"run{len(options)}{next(iter(options))}",
                                          val_split=0.25, **options))
         assert run.metrics["num_samples"] == 7
 

@@ -82,14 +82,14 @@ def test_report_is_both_the_module_and_the_api_call() -> None:
 
 
 def test_report_errors_name_the_folder(finished_run: Path, tmp_path: Path) -> None:
-    with pytest.raises(CvTransferError, match="run folder .*missing_run does not exist"):
+    with pytest.raises(CvTransferError, match=r"run folder .*missing_run does not exist"):
         write_report(tmp_path / "missing_run")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CvTransferError, match="empty is not a cvtransfer run folder"):
         write_report(tmp_path / "empty")
     run = copy_run(finished_run, tmp_path)
     (run / "model.safetensors").unlink()
-    with pytest.raises(CvTransferError, match="model.safetensors is missing: the run has not finished"):
+    with pytest.raises(CvTransferError, match=r"model\.safetensors is missing: the run has not finished"):
         write_report(run)
 
 
@@ -106,7 +106,7 @@ def test_grad_cam_maps_follow_the_input(finished_run: Path) -> None:
     images, maps, layer = interpret.grad_cam(run.model, [tuple(s) for s in samples], run.preprocessing, [0, 1, 2],
                                              run.config.max_image_pixels)
     assert images.shape == (3, 16, 16, 3) and maps.shape == (3, 16, 16) and layer
-    assert 0.0 <= maps.min() and maps.max() <= 1.0 and maps.std() > 0
+    assert maps.min() >= 0.0 and maps.max() <= 1.0 and maps.std() > 0
 
 
 def write_feature_domain(file: Path, count: int, shift: float, seed: int) -> None:

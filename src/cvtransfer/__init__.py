@@ -1,5 +1,6 @@
 """cvtransfer: transfer learning for computer vision, from one command or a few lines of Python."""
 
+from cvtransfer import report  # the module, callable as the API's report(run_dir): see report.py
 from cvtransfer.api import (
     adapt,
     auto,
@@ -16,7 +17,6 @@ from cvtransfer.api import (
 from cvtransfer.config import Config
 from cvtransfer.errors import ConfigError, CvTransferError, DataError, WeightsError
 from cvtransfer.run import Run
-from cvtransfer import report  # the module, callable as the API's report(run_dir): see report.py
 
 __version__ = "0.1.0"
 

@@ -16,19 +16,31 @@ import time
 import typing
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import rich.markup
 import typer
 
 from cvtransfer import api
-from cvtransfer.config import TRAINING_GROUPS, Config, field_types, non_optional
-from cvtransfer.config import ADAPT, CHOOSE, DATA, MODEL, OUTPUT, TRAIN
-from cvtransfer.errors import ConfigError, CvTransferError
-from cvtransfer.fitting import default_run_dir, is_main_process
-from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
-from cvtransfer.workflows.auto import DECISIONS_FILE
 from cvtransfer.comparison import COMPARE_FILE
+from cvtransfer.config import (
+    ADAPT,
+    CHOOSE,
+    DATA,
+    MODEL,
+    OUTPUT,
+    TRAIN,
+    TRAINING_GROUPS,
+    Config,
+    field_types,
+    help_text,
+    non_optional,
+)
+from cvtransfer.engine.checks import default_run_dir
+from cvtransfer.engine.devices import is_main_process
+from cvtransfer.errors import ConfigError, CvTransferError
+from cvtransfer.workflows.auto import DECISIONS_FILE
+from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
 
 log = logging.getLogger("cvtransfer")
 
@@ -46,7 +58,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main_options(
-    show_version: Annotated[Optional[bool], typer.Option("--version", help="Print the version and exit.",
+    show_version: Annotated[bool | None, typer.Option("--version", help="Print the version and exit.",
                                                          callback=_print_version, is_eager=True)] = None,
 ) -> None:
     """Transfer learning for computer vision: fit, evaluate and predict from pretrained backbones."""
@@ -60,24 +72,30 @@ def _option_annotation(name: str, hint: Any, field: dataclasses.Field) -> Any:
     names = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
     if typing.get_origin(base) is not Literal and base not in (bool, int, float):
         base = str
+    if field.metadata.get("repeat"):  # --loss a --loss b, joined with commas into the Config's string
+        base = list[str]
     # The option's own default stays None (so only what the user gives overrides --config); the help shows
     # the Config's default, escaped: rich would take a bare "[default: ...]" for markup and drop it.
-    default = field.default if field.default is not None else "none"
+    default = field.default if field.default not in (None, "") else "none"
     if base is bool:
         default = names[0].split("/")[0 if field.default else 1]
-    help_text = f"{field.metadata['help']} " + rich.markup.escape(f"[default: {default}]")
-    option = typer.Option(*names, help=help_text, rich_help_panel=field.metadata["group"], show_default=False)
-    return Annotated[Optional[base], option]
+    text = f"{help_text(field)} " + rich.markup.escape(f"[default: {default}]")
+    metavar = "NAME[:WEIGHT]" if field.metadata.get("repeat") else None
+    option = typer.Option(*names, help=text, rich_help_panel=field.metadata["group"], show_default=False,
+                          metavar=metavar)
+    return Annotated[base | None, option]
 
 
-def config_options(groups: tuple[str, ...] = TRAINING_GROUPS, skip: frozenset[str] = POSITIONAL_FIELDS) -> Any:
-    """Add the Config fields of ``groups`` (but ``skip``) as options; pass the given ones as ``overrides``."""
+def config_options(groups: tuple[str, ...] = TRAINING_GROUPS, skip: frozenset[str] = POSITIONAL_FIELDS,
+                   include: frozenset[str] = frozenset()) -> Any:
+    """Add the Config fields of ``groups`` (but ``skip``), and ``include``, as options; pass the given ones as ``overrides``."""
 
     def decorate(func: Any) -> Any:
         hints = field_types()
         signature = inspect.signature(func, eval_str=True)
         own = [p for p in signature.parameters.values() if p.name != "overrides"]
-        fields = [f for f in dataclasses.fields(Config) if f.metadata["group"] in groups and f.name not in skip]
+        fields = [f for f in dataclasses.fields(Config)
+                  if (f.metadata["group"] in groups or f.name in include) and f.name not in skip]
         extra = [
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                               annotation=_option_annotation(f.name, hints[f.name], f))
@@ -87,6 +105,8 @@ def config_options(groups: tuple[str, ...] = TRAINING_GROUPS, skip: frozenset[st
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
             overrides = {f.name: kwargs.pop(f.name) for f in fields}
+            overrides = {name: (",".join(value) or None) if isinstance(value, (list, tuple)) else value
+                         for name, value in overrides.items()}
             return func(**kwargs, overrides={k: v for k, v in overrides.items() if v is not None})
 
         wrapper.__signature__ = signature.replace(parameters=own + extra)  # type: ignore[attr-defined]
@@ -107,15 +127,15 @@ def _build_config(data: Path | None, config_file: Path | None, overrides: dict[s
     return from_dict(overrides)
 
 
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML config (e.g. a run's config.yaml).")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config (e.g. a run's config.yaml).")]
 
 
 @app.command()
 @config_options()
 def fit(
-    data: Annotated[Optional[Path], typer.Argument(help="DATA_DIR or CSV (optional with --resume).")] = None,
+    data: Annotated[Path | None, typer.Argument(help="DATA_DIR or CSV (optional with --resume).")] = None,
     config: ConfigFile = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in RUN_DIR.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in RUN_DIR.")] = None,
     overrides: dict[str, Any] | None = None,
 ) -> None:
     """Train a model on DATA_DIR and write a run folder (--out)."""
@@ -159,15 +179,15 @@ def lr_find(
                f"{result['minimum_10']:.3g})  (plot: {result['plot']})")
 
 
-MaxPixels = Annotated[Optional[int], typer.Option(
+MaxPixels = Annotated[int | None, typer.Option(
     help="Images with more pixels are refused as decompression bombs (default: the run's --max-image-pixels).", min=1)]
 
 
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    data: Annotated[Optional[Path], typer.Argument(help="Data to evaluate on (default: the run's test split, else val).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Metrics file (default RUN_DIR/metrics[_external].json).")] = None,
+    data: Annotated[Path | None, typer.Argument(help="Data to evaluate on (default: the run's test split, else val).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Metrics file (default RUN_DIR/metrics[_external].json).")] = None,
     max_image_pixels: MaxPixels = None,
 ) -> None:
     """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix."""
@@ -192,7 +212,7 @@ def predict(
 
 
 @app.command()
-def backbones(pattern: Annotated[Optional[str], typer.Argument(help="Shell pattern, e.g. 'convnext*' or 'tv/*'.")] = None) -> None:
+def backbones(pattern: Annotated[str | None, typer.Argument(help="Shell pattern, e.g. 'convnext*' or 'tv/*'.")] = None) -> None:
     """List backbone names with parameter counts and default input size."""
     rows = api.backbones(pattern)
     width = max([len(r["name"]) for r in rows] + [8])
@@ -282,7 +302,7 @@ def auto(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    out: Annotated[Optional[Path], typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
 ) -> None:
     """Write report.html: config, data, curves, confusion, per-class table, ROC, diagnosis, top losses, Grad-CAM, t-SNE."""
     typer.echo(f"report: {api.report(run_dir, out)}")
@@ -306,8 +326,8 @@ def _build_adapt_config(source: Path | None, config_file: Path | None, overrides
     """adapt's precedence: defaults < adapt's own defaults (ADAPT_DEFAULTS) < --config FILE < command line."""
     import yaml
 
-    from cvtransfer.adapting import adaptation_config
     from cvtransfer.config import from_dict
+    from cvtransfer.engine.checks import adaptation_config
 
     file_values: dict[str, Any] = {}
     if config_file is not None:
@@ -321,13 +341,13 @@ def _build_adapt_config(source: Path | None, config_file: Path | None, overrides
 @app.command()
 @config_options(groups=TRAINING_GROUPS + (ADAPT,), skip=frozenset(ADAPT_SKIP))
 def adapt(
-    source: Annotated[Optional[Path], typer.Option(help="SRC_DIR: labelled source images (class folders, "
+    source: Annotated[Path | None, typer.Option(help="SRC_DIR: labelled source images (class folders, "
                                                         "train/ val/ layout or CSV), or a feature file.")] = None,
     config: ConfigFile = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted adaptation run in RUN_DIR.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted adaptation run in RUN_DIR.")] = None,
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Domain adaptation: labelled --source, unlabelled --target; dan, coral, dann, cdan, cdan+e, adda, mcc.
+    """Domain adaptation: labelled --source, unlabelled --target; the method (--method) and terms (--loss) below.
 
     adapt's own defaults (over the options' listed ones): --optimizer sgd --lr 0.01 --weight-decay 0.001
     --scheduler inv --epochs 20.
@@ -340,7 +360,7 @@ def adapt(
         start = functools.partial(api.resume, resume, **(overrides or {}))
     else:
         settings = _build_adapt_config(source, config, overrides or {})
-        from cvtransfer.adapting import default_adapt_dir
+        from cvtransfer.engine.checks import default_adapt_dir
 
         run_dir = Path(settings.out) if settings.out else default_adapt_dir(settings)
         start = functools.partial(api.adapt, settings.replace(out=str(run_dir)))
@@ -355,7 +375,7 @@ def adapt(
 
 def adaptation_summary(run: Any) -> str:
     """Target accuracy, the epoch kept and why, and the shift before/after, in a few lines."""
-    from cvtransfer.adapting import SHIFT_FILE
+    from cvtransfer.engine.domain_shift import SHIFT_FILE
     from cvtransfer.engine.history import selected_row
     from cvtransfer.io import read_json
     from cvtransfer.run import selection_curve
@@ -386,12 +406,10 @@ def adaptation_summary(run: Any) -> str:
 
 
 @app.command()
-@config_options(groups=(DATA, MODEL, TRAIN, OUTPUT, ADAPT), skip=frozenset(
-    ADAPT_SKIP | {"val_split", "test_split", "augment", "class_weights", "balanced_sampler", "drop_rate", "epochs",
-                  "accumulate", "grad_clip", "precision", "early_stop", "devices", "num_nodes", "distributed", "target",
-                  "target_test", "method", "trade_off", "mcc", "bottleneck_dim", "iters_per_epoch",
-                  "discriminator_dim", "source_epochs", "select_by", "selection_samples", "mlp_dim", "cache_dir",
-                  "progress"}))
+@config_options(groups=(DATA, MODEL, TRAIN, OUTPUT), include=frozenset({"shift_samples"}), skip=frozenset(
+    POSITIONAL_FIELDS | {"val_split", "test_split", "augment", "mixup", "cutmix", "class_weights", "balanced_sampler",
+                         "task", "drop_rate", "epochs", "accumulate", "grad_clip", "precision", "early_stop", "monitor",
+                         "devices", "num_nodes", "distributed", "cache_dir", "progress"}))
 def shift(
     source: Annotated[Path, typer.Argument(help="SRC_DIR (images, any layout) or a feature file.")],
     target: Annotated[Path, typer.Argument(help="TGT_DIR (images, any layout) or a feature file.")],

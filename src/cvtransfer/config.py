@@ -9,31 +9,36 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from cvtransfer import plugins
 from cvtransfer.errors import ConfigError, unknown_name
+from cvtransfer.options import (  # noqa: F401  (re-exported: the groups are part of this module's interface)
+    ADAPT,
+    CHOOSE,
+    DATA,
+    MODEL,
+    OPTIM,
+    OUTPUT,
+    STRATEGY,
+    TRAIN,
+    TRAINING_GROUPS,
+    opt,
+    plugin_fields,
+)
 
-
-def opt(default: Any, help: str, group: str, minimum: float | None = None, maximum: float | None = None) -> Any:
-    """A Config field with its CLI help text, help panel and optional numeric bounds."""
-    meta = {"help": help, "group": group, "min": minimum, "max": maximum}
-    return field(default=default, metadata=meta)
-
-
-DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Optimisation", "Training", "Output"
-CHOOSE = "Choosing"  # rank and auto: candidate backbones, budget, the rules of the automatic choice
-# The groups every training command (fit, lr-find, ...) exposes; a command adds its own group to them.
-TRAINING_GROUPS = (DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT)
-ADAPT = "Adaptation"  # cvtransfer adapt
+if not getattr(plugins, "LOADED", False):  # a plug-in module imported cvtransfer.config while loading
+    raise ImportError("cvtransfer.config was imported while the plug-ins were loading: a plug-in module must import "
+                      "Config only under TYPE_CHECKING")
 
 
 @dataclass
-class Config:
-    """Every setting of a cvtransfer run. ``Config(data="data/", backbone="resnet50")``."""
+class CoreConfig:
+    """The settings of the engine; the Config adds those the plug-ins declare (see ``options.py``)."""
 
     # -- data
     data: str | None = opt(None, "DATA_DIR: train/ val/ [test/] class folders, plain class folders, or a CSV (path,label).", DATA)
@@ -48,6 +53,7 @@ class Config:
     class_weights: Literal["none", "auto"] = opt("none", "auto: weight the loss by inverse class frequency.", DATA)
     balanced_sampler: bool = opt(False, "Sample classes equally often (imbalanced data).", DATA)
     max_image_pixels: int = opt(89_478_485, "Images with more pixels are refused as decompression bombs.", DATA, 1)
+    task: str = opt("classification", "What is predicted: {tasks}.", DATA)
     # -- model
     backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)
     weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder; "
@@ -56,16 +62,11 @@ class Config:
     allow_partial_weights: bool = opt(False, "Go on when --weights PATH fills less than 90% of the backbone's "
                                       "tensors (another architecture); the rest keep their initialisation.", MODEL)
     # -- strategy
-    strategy: str = opt("full", "linear, partial, full, gradual or l2sp.", STRATEGY)
-    head: Literal["linear", "logistic", "svm"] = opt("linear", "linear strategy: torch linear head, or a scikit-learn logistic/svm on cached features.", STRATEGY)
-    freeze: int = opt(2, "partial: number of leading layer groups (stem first) kept frozen.", STRATEGY, 0)
+    strategy: str = opt("full", "Fine-tuning strategy: {strategies}.", STRATEGY)
+    loss: str = opt("", "Loss terms added to the task loss, NAME[:WEIGHT] (weight 1 if left out), repeatable: "
+                    "{losses}.", STRATEGY, repeat=True)
     layer_decay: float = opt(1.0, "Each earlier layer group gets this factor times the next group's LR.", STRATEGY, 0.0, 1.0)
     head_lr_mult: float = opt(1.0, "The head's LR is lr times this.", STRATEGY, 0.0)
-    freeze_epochs: int = opt(1, "gradual: epochs training the head only.", STRATEGY, 0)
-    unfreeze_every: int = opt(0, "gradual: thaw one more layer group every N epochs, top first (0 = all at once).", STRATEGY, 0)
-    unfreeze_lr_mult: float = opt(0.1, "gradual: LR of thawed backbone groups, relative to lr.", STRATEGY, 0.0)
-    l2sp_alpha: float = opt(0.1, "l2sp: weight of alpha/2 ||w - w0||^2 on backbone weights.", STRATEGY, 0.0)
-    l2sp_beta: float = opt(0.01, "l2sp: weight of beta/2 ||w_head||^2.", STRATEGY, 0.0)
     # -- optimisation
     optimizer: Literal["adamw", "sgd", "adam", "rmsprop"] = opt("adamw", "Optimizer.", OPTIM)
     lr: float = opt(1e-3, "Base learning rate.", OPTIM, 0.0)
@@ -98,7 +99,7 @@ class Config:
         "thorough (8, 2x).", CHOOSE)
     validate: bool = opt(False, "rank: also train a logistic probe per candidate and report the rank correlation "
                          "(Kendall tau, weighted tau) of each score with its accuracy.", CHOOSE)
-    rank_by: str = opt("logme", "The score that orders the candidates: logme, leep, nce, hscore or nleep.", CHOOSE)
+    rank_by: str = opt("logme", "The score that orders the candidates: {scores}.", CHOOSE)
     tiny_per_class: int = opt(10, "auto: fewer training images per class than this is tiny data (linear or l2sp).",
                               CHOOSE, 1)
     small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
@@ -108,7 +109,7 @@ class Config:
                              "train/ [test/] layout, or a plain folder without labels), or a feature file.", ADAPT)
     target_test: str | None = opt(None, "Labelled target test set; default TGT_DIR/test/, else the labelled target "
                                   "images themselves (the papers' transductive protocol).", ADAPT)
-    method: str = opt("source-only", "Adaptation method: source-only, dan, coral, dann, cdan, cdan+e, adda, mcc.", ADAPT)
+    method: str = opt("source-only", "Adaptation method: {methods}.", ADAPT)
     trade_off: float = opt(1.0, "Weight of the method's loss added to the source cross-entropy.", ADAPT, 0.0)
     mcc: float = opt(0.0, "Also add minimum class confusion with this weight to --method (0 = off).", ADAPT, 0.0)
     bottleneck_dim: int = opt(256, "adapt: width of the Linear+BN+ReLU bottleneck the losses align (0 = none).",
@@ -116,7 +117,6 @@ class Config:
     iters_per_epoch: int = opt(500, "adapt: iterations per epoch, each on one source and one target batch of "
                                "--batch-size.", ADAPT, 1)
     discriminator_dim: int = opt(1024, "Hidden width of the domain discriminators (dann, cdan, adda).", ADAPT, 1)
-    source_epochs: int = opt(3, "adda: epochs of source-only training before the adversarial stage.", ADAPT, 1)
     select_by: Literal["snd", "entropy", "dev", "none"] = opt(
         "entropy", "Keep the epoch that is best by an unsupervised target score (entropy, snd, dev), or the last "
         "(none). entropy is the default: it tracked the oracle best in our digits and Office-Caltech benchmarks.",
@@ -158,6 +158,35 @@ class Config:
         return from_dict({**values, **overrides}, source=str(path))
 
 
+if TYPE_CHECKING:
+    class Config(CoreConfig):
+        """Every setting of a cvtransfer run: the engine's and the plug-ins'."""
+
+        def __init__(self, **settings: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    Config = dataclasses.make_dataclass("Config", plugin_fields(), bases=(CoreConfig,), namespace={
+        "__doc__": "Every setting of a cvtransfer run. ``Config(data=\"data/\", backbone=\"resnet50\")``; the "
+                   "plug-ins' settings (``l2sp_alpha``, ``freeze``, ...) are fields too.",
+        "__module__": __name__})
+
+
+def help_text(field_: dataclasses.Field[Any]) -> str:
+    """A setting's help with the registered names filled in ("{strategies}" -> "full, linear, ...")."""
+    from cvtransfer.losses import LOSSES, adaptation_methods
+    from cvtransfer.scores.transferability import SCORES
+    from cvtransfer.strategies import STRATEGIES
+    from cvtransfer.tasks import TASKS
+
+    names = {"{tasks}": TASKS.names(), "{strategies}": STRATEGIES.names(), "{losses}": [n for n in LOSSES.names() if n != "source-only"],
+             "{methods}": adaptation_methods(), "{scores}": SCORES.names()}
+    text = str(field_.metadata["help"])
+    for token, values in names.items():
+        text = text.replace(token, ", ".join(values))
+    return text
+
+
 def field_types() -> dict[str, Any]:
     """Resolved type hints of the Config fields."""
     return typing.get_type_hints(Config)
@@ -174,10 +203,12 @@ def from_dict(values: dict[str, Any], source: str = "options") -> Config:
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Convert YAML/CLI scalars to the field's type (int -> float, 32 -> '32')."""
+    """Convert YAML/CLI scalars to the field's type (int -> float, 32 -> '32', [a, b] -> 'a,b')."""
     if value is None:
         return None
     base = non_optional(hint)
+    if base is str and isinstance(value, (list, tuple)):  # a repeatable option (--loss) given as a list
+        return ",".join(str(item) for item in value)
     if typing.get_origin(base) is Literal or base is str:
         return str(value)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
@@ -192,7 +223,7 @@ def non_optional(hint: Any) -> Any:
     return hint
 
 
-def validate(config: Config) -> None:
+def validate(config: CoreConfig) -> None:
     """Check every field's type, choices and bounds; raise ConfigError naming the option."""
     hints = field_types()
     for f in dataclasses.fields(config):
@@ -212,23 +243,30 @@ def validate(config: Config) -> None:
         if not _is_instance(value, base):
             raise ConfigError(f"{flag} must be a {base.__name__}, not {value!r}")
         low, high = f.metadata.get("min"), f.metadata.get("max")
-        if low is not None and value < low or high is not None and value > high:
+        if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
             raise ConfigError(f"{flag} must be {bounds}, not {value}")
     validate_names(config)
 
 
-def validate_names(config: Config) -> None:
+def validate_names(config: CoreConfig) -> None:
     """Plug-in names must be registered: an unknown --strategy or --method fails when the Config is made.
 
     Imported here, not at the top: the registries' modules import this one.
     """
-    from cvtransfer.losses import DA_METHODS
-    from cvtransfer.strategies import STRATEGIES
+    from cvtransfer.losses import LOSSES, adaptation_methods, parse_loss_spec
     from cvtransfer.scores.transferability.base import SCORES
+    from cvtransfer.strategies import STRATEGIES
+    from cvtransfer.tasks import TASKS
 
+    TASKS.get(config.task)
     STRATEGIES.get(config.strategy)
-    DA_METHODS.get(config.method)
+    if config.method not in adaptation_methods():
+        if config.method not in LOSSES:
+            raise unknown_name("adaptation method", config.method, adaptation_methods())
+        raise ConfigError(f"--method {config.method} is not an adaptation method (it does not compare source and "
+                          f"target): use one of {', '.join(adaptation_methods())}, or add it with --loss")
+    parse_loss_spec(config.loss)
     SCORES.get(config.rank_by)
 
 

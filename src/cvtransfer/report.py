@@ -27,12 +27,20 @@ from markupsafe import Markup
 from cvtransfer.config import ADAPT, TRAINING_GROUPS, Config
 from cvtransfer.errors import CvTransferError
 from cvtransfer.evaluation import interpret
-from cvtransfer.evaluation.html import (Section, cards_html, figure_html, figures_html, note, table_html,
-                                        write_page)
+from cvtransfer.evaluation.html import (
+    Section,
+    cards_html,
+    figure_html,
+    figures_html,
+    note,
+    table_html,
+    write_page,
+)
 from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import confusion_figure, curves_figure, roc_figure
 from cvtransfer.io import read_json
 from cvtransfer.models.weights import MODEL_FILE
+from cvtransfer.options import owner_of
 from cvtransfer.run import (
     Run,
     feature_input,
@@ -109,7 +117,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ("grad-cam", "Grad-CAM", lambda: _grad_cam(data)),
         ("embedding", "Feature embedding", lambda: _embedding(data)),
     ]
-    sections = [_section(run, id_, title, build) for id_, title, build in builders]
+    wanted = run.task.report_sections
+    sections = [_section(run, id_, title, build) for id_, title, build in builders if id_ in wanted]
     subtitle = f"{run_title(run)} on {run.config.data}"
     if run.config.target is not None:
         subtitle += f" to {run.config.target}"
@@ -172,7 +181,7 @@ def _load(run_dir: Path) -> ReportData:
 
 def _predict(run: Run, samples: list[tuple[str, int]]) -> interpret.Predictions:
     from cvtransfer.data.loaders import default_workers
-    from cvtransfer.fitting import pick_device
+    from cvtransfer.engine.devices import pick_device
 
     config = run.config
     return interpret.predict_samples(run.model, samples, run.preprocessing, batch_size=config.batch_size,
@@ -233,19 +242,35 @@ def applies(field: dataclasses.Field, config: Config) -> bool:
     group = field.metadata["group"]
     if group not in TRAINING_GROUPS and not (adaptation and group == ADAPT):
         return False
+    owners = owner_of(field.name)
+    if owners:  # a plug-in's own setting: shown when the run uses that plug-in
+        return any(name in active_plugins(config) for _, name in owners)
     prefix = re.match(r"(\w[\w+-]*)( strategy)?: ", field.metadata["help"])
     if prefix is None:
         return field.name != "mlp_dim" or feature_input(config)
     owner = prefix.group(1)
-    from cvtransfer.strategies import STRATEGIES
-
-    if owner in STRATEGIES:
-        return owner == config.strategy
     if owner == "adapt":
         return adaptation
-    from cvtransfer.losses import DA_METHODS
+    from cvtransfer.losses import LOSSES
+    from cvtransfer.strategies import STRATEGIES
 
-    return owner not in DA_METHODS or owner == config.method
+    if owner in STRATEGIES or owner in LOSSES:  # "dann, cdan, adda: ..." style help names its users
+        return owner in active_plugins(config)
+    return True
+
+
+def active_plugins(config: Config) -> set[str]:
+    """Names of the plug-ins a run of ``config`` uses: its task, strategy and loss terms."""
+    from cvtransfer.losses import parse_loss_spec
+    from cvtransfer.strategies import get_strategy
+
+    names = {config.task, config.strategy, *(name for name, _ in parse_loss_spec(config.loss))}
+    names.update(name for name, _ in get_strategy(config.strategy).terms)
+    if config.target is not None:
+        names.add(config.method)
+        if config.mcc > 0:
+            names.add("mcc")
+    return names
 
 
 def _plain(value: Any) -> str:
@@ -351,7 +376,7 @@ def _top_losses(data: ReportData) -> Markup:
 
 
 def _grad_cam(data: ReportData) -> Markup:
-    from cvtransfer.fitting import pick_device
+    from cvtransfer.engine.devices import pick_device
 
     predictions, classes = data.predictions, data.run.classes
     if _feature_rows(data):
@@ -401,8 +426,8 @@ def _embedding_inputs(data: ReportData) -> tuple[np.ndarray, np.ndarray, np.ndar
         keep = interpret.subsample(len(target.labels), EMBEDDING_POINTS, seed)
         return target.features[keep], target.labels[keep], None
     # an adaptation run's "test" is the target test set: the source is its val (else train) split
-    source_split = next((n for n in ("val", "train") if data.splits.get(n)), None)
-    source_samples = [(p, int(y)) for p, y in data.splits.get(source_split, [])]
+    source_rows: list[Any] = next((data.splits[n] for n in ("val", "train") if data.splits.get(n)), [])
+    source_samples = [(p, int(y)) for p, y in source_rows]
     keep_source = interpret.subsample(len(source_samples), EMBEDDING_POINTS, seed)
     source = _predict(data.run, [source_samples[i] for i in keep_source])
     keep = interpret.subsample(len(target.labels), EMBEDDING_POINTS, seed)
@@ -421,9 +446,7 @@ class _ReportModule(types.ModuleType):
     """
 
     def __call__(self, run_dir: str | Path, out: str | Path | None = None) -> Path:
-        from cvtransfer.api import report
-
-        return report(run_dir, out)
+        return write_report(run_dir, out)
 
 
 sys.modules[__name__].__class__ = _ReportModule

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from cvtransfer.config import Config
-from cvtransfer.data.features import prepare_for_inference
 from cvtransfer.data.domains import domain_dataset
+from cvtransfer.data.features import prepare_for_inference
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.images import is_image_file, list_files, split_usable
 from cvtransfer.data.loaders import default_workers, make_loader
@@ -30,14 +30,16 @@ from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import announce_run_folder
 from cvtransfer.errors import CvTransferError, DataError
 from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
-from cvtransfer.evaluation.metrics import classification_metrics
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
 from cvtransfer.io import atomic_write_text, read_json, write_json
 from cvtransfer.models.factory import rebuild_model
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE, read_state_dict
+from cvtransfer.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
+
+FEATURE_TIME_FILE = "feature_extraction.json"  # seconds spent extracting (or reading cached) features
 
 Sample = tuple[str, int]
 
@@ -86,8 +88,14 @@ class Run:
         return f"Run({str(self.path)!r})"
 
     @property
+    def task(self) -> Task:
+        """What the run predicts and how it is judged (``--task``)."""
+        return get_task(self.config.task)
+
+    @property
     def classes(self) -> list[str]:
-        return read_json(self.path / "classes.json")
+        classes: list[str] = read_json(self.path / "classes.json")
+        return classes
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -121,7 +129,7 @@ class Run:
         return self._loaded[1]
 
     def _probs(self, samples: Sequence[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        from cvtransfer.fitting import pick_device
+        from cvtransfer.engine.devices import pick_device
 
         return predict_probs(self.model, samples, self.preprocessing, self.config.batch_size,
                              pick_device(self.config.accelerator), default_workers(self.config.num_workers),
@@ -141,7 +149,7 @@ class Run:
                 probs, targets = self.model.forward_head(features[0]).softmax(dim=1), features[1]
         else:
             probs, targets = self._probs(samples)
-        metrics = classification_metrics(probs, targets, self.classes)
+        metrics = self.task.evaluate(probs, targets, self.classes)
         metrics.update(split=name, data=str(data or self.config.data))
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
         history = self.history
@@ -172,15 +180,7 @@ class Run:
         if not usable:
             raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
         probs, _ = self._probs([(p, 0) for p in usable])
-        k = min(top_k, len(self.classes))
-        values, indices = probs.topk(k, dim=1)
-        rows = []
-        for path, vals, idxs in zip(usable, values.tolist(), indices.tolist()):
-            row: dict[str, Any] = {"path": path, "label": self.classes[idxs[0]], "probability": vals[0]}
-            if k > 1:
-                row["top_k"] = ";".join(f"{self.classes[i]}:{v:.4f}" for i, v in zip(idxs, vals))
-            rows.append(row)
-        return rows
+        return self.task.prediction_rows(usable, probs, self.classes, top_k)
 
 
 def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -239,8 +239,6 @@ def run_title(run: Run) -> str:
 
 def training_seconds(run: Run) -> tuple[float | None, float]:
     """(total training time: epoch times plus feature extraction, None without a history; extraction part)."""
-    from cvtransfer.fitting import FEATURE_TIME_FILE
-
     history = run.history
     file = run.path / FEATURE_TIME_FILE
     extraction = float(read_json(file).get("seconds", 0.0)) if file.is_file() else 0.0
@@ -256,7 +254,7 @@ def _model_metadata(run: Run) -> dict[str, Any]:
 
     try:
         with safe_open(str(run.path / MODEL_FILE), framework="pt") as handle:
-            return json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+            return dict(json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}")))
     except Exception:
         return {}
 
@@ -297,8 +295,7 @@ def finish_run(run_dir: Path, config: Config, classes: list[str], model: Transfe
     if history:
         plot_curves(history, run_dir / "curves.png", run_title(run), selection=selection_curve(config))
     metrics = run.evaluate(features=features)
-    log.info("%s accuracy %.4f, macro F1 %.4f (%d images)", metrics["split"], metrics["accuracy"],
-             metrics["f1_macro"], metrics["num_samples"])
+    log.info("%s", run.task.summary(metrics))
     if "diagnosis" in metrics:
         log.info("diagnosis: %s", metrics["diagnosis"]["message"])
     announce_run_folder(run_dir)

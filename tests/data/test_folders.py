@@ -44,7 +44,7 @@ def test_val_and_test_fractions_are_of_the_whole_data(tmp_path: Path) -> None:
 
 
 def test_fractions_leaving_no_training_data_are_refused(folder_dir: Path) -> None:
-    with pytest.raises(DataError, match="--val-split 0.5 and --test-split 0.5"):
+    with pytest.raises(DataError, match=r"--val-split 0\.5 and --test-split 0\.5"):
         discover(folder_dir, val_split=0.5, test_split=0.5)
 
 
@@ -73,20 +73,20 @@ def test_unreadable_files_are_skipped_and_listed(folder_dir: Path) -> None:
 
 def test_empty_class_is_an_error(folder_dir: Path) -> None:
     (folder_dir / "empty").mkdir()
-    with pytest.raises(DataError, match="empty.*no usable training images"):
+    with pytest.raises(DataError, match=r"empty.*no usable training images"):
         discover(folder_dir)
 
 
 def test_class_with_only_broken_images_is_an_error(folder_dir: Path) -> None:
     (folder_dir / "d").mkdir()
     (folder_dir / "d" / "x.png").write_bytes(b"broken")
-    with pytest.raises(DataError, match="d.*no usable training images"):
+    with pytest.raises(DataError, match=r"d.*no usable training images"):
         discover(folder_dir)
 
 
 def test_class_only_in_val_is_an_error(split_dir: Path) -> None:
     write_class_images(split_dir / "val", {"zebra": 2})
-    with pytest.raises(DataError, match="zebra.*val but not in train"):
+    with pytest.raises(DataError, match=r"zebra.*val but not in train"):
         discover(split_dir)
 
 
@@ -100,7 +100,7 @@ def test_missing_path_and_non_csv_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         discover(tmp_path / "nope")
     (tmp_path / "x.txt").write_text("")
-    with pytest.raises(DataError, match="not a .csv"):
+    with pytest.raises(DataError, match=r"not a \.csv"):
         discover(tmp_path / "x.txt")
 
 

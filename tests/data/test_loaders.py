@@ -66,11 +66,11 @@ def test_training_loader_is_remade_for_the_world_size() -> None:
 
 
 def test_fit_decides_drop_last_on_each_ranks_share(split_dir, tmp_path, monkeypatch) -> None:
-    """fitting.train hands Lightning the loader remade for the Trainer's world size."""
+    """runner.train hands Lightning the loader remade for the Trainer's world size."""
     import lightning.pytorch as pl
 
     from cvtransfer.data.folders import discover
-    from cvtransfer.fitting import train
+    from cvtransfer.engine.runner import train
     from tests.conftest import tiny_config
 
     fitted = []

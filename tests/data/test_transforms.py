@@ -32,6 +32,6 @@ def test_image_size_override() -> None:
 
 def test_mixup_gives_soft_labels() -> None:
     mixer = batch_mixer(mixup=0.4, cutmix=0.0, num_classes=3)
-    images, labels = mixer(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+    _, labels = mixer(torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
     assert labels.shape == (4, 3) and torch.allclose(labels.sum(1), torch.ones(4))
     assert batch_mixer(0.0, 0.0, 3) is None

@@ -13,7 +13,7 @@ from cvtransfer.io import atomic_write_text
 
 
 class Unpicklable:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         raise RuntimeError("disk full")  # fails in the middle of writing
 
 
@@ -34,7 +34,7 @@ def test_atomic_text_write(tmp_path: Path) -> None:
 
 
 class Evil:
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (print, ("never",))
 
 

@@ -15,8 +15,8 @@ import torch
 
 import cvtransfer
 from cvtransfer import cli
-from cvtransfer.engine.progress import FOLDER_LOGGER, EpochLines, epoch_line, use_progress_bar
 from cvtransfer.config import Config
+from cvtransfer.engine.progress import FOLDER_LOGGER, EpochLines, epoch_line, use_progress_bar
 from cvtransfer.run import run_diagnosis
 from tests.conftest import tiny_config
 

@@ -44,7 +44,7 @@ def test_fit_curves_are_train_against_val() -> None:
 
 def test_adaptation_curves_add_target_accuracy_and_the_selection_score() -> None:
     fig = curves_figure(ADAPT_HISTORY, "", selection=("val_entropy", "min"))
-    loss_ax, acc_ax, score_ax = fig.axes
+    _loss_ax, acc_ax, score_ax = fig.axes
     assert labels(acc_ax) == ["train (source)", "val (source)", "target test"]
     assert list(acc_ax.get_lines()[2].get_ydata()) == pytest.approx([0.3, 0.5, 0.7])
     assert labels(score_ax) == ["val_entropy", "selected (epoch 2)"]  # entropy: lowest is best, epoch index 1

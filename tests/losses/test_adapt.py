@@ -14,14 +14,14 @@ import yaml
 from torch.utils.data import WeightedRandomSampler
 
 import cvtransfer
-from cvtransfer.losses import DA_METHODS
-from cvtransfer.adapting import adaptation_loaders
 from cvtransfer.data.domains import discover_domains
 from cvtransfer.data.transforms import Preprocessing
+from cvtransfer.engine.streams import paired_stream
 from cvtransfer.errors import ConfigError, CvTransferError
+from cvtransfer.losses import adaptation_methods
 from cvtransfer.run import predict_probs
-from tests.losses.conftest import adapt_config, write_domain
 from tests.conftest import write_class_images
+from tests.losses.conftest import adapt_config, write_domain
 from tests.test_cli import run_cli
 
 TINY = ["--backbone", "tinycnn", "--weights", "none", "--image-size", "16", "--epochs", "2", "--batch-size", "8",
@@ -65,7 +65,7 @@ def test_cli_adapt_writes_a_complete_run(domains: tuple[Path, Path], tmp_path: P
     assert "6 source and 15 target images" in report and '<section id="grad-cam">' in report
 
 
-@pytest.mark.parametrize("method", sorted(DA_METHODS.names()))
+@pytest.mark.parametrize("method", sorted(adaptation_methods()))
 def test_every_method_runs_through_the_api(method: str, domains: tuple[Path, Path], tmp_path: Path) -> None:
     source, target = domains
     config = adapt_config(source, target, tmp_path / "run", method=method, epochs=1, source_epochs=1,
@@ -191,11 +191,11 @@ def test_l2sp_penalty_and_class_weights_apply_to_adapt_as_to_fit(domains: tuple[
     class Inspect(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             seen["weights"] = pl_module.criterion.weight
-            seen["regularizer"] = type(pl_module.regularizer).__name__
+            seen["terms"] = {key: type(term).__name__ for key, term in pl_module.loss_terms.terms.items()}
 
     run = cvtransfer.adapt(adapt_config(source, target, tmp_path / "run", epochs=1, strategy="l2sp",
                                         class_weights="auto"), callbacks=[Inspect()])
-    assert seen["regularizer"] == "L2SPPenalty" and seen["weights"] is not None
+    assert seen["terms"] == {"transfer": "DomainAdversarialLoss", "l2sp": "L2SPPenalty"} and seen["weights"] is not None
     assert history(run.path)[0]["train_penalty"] not in ("", "0.0")  # beta/2 ||w_head||^2 > 0 from the start
 
 
@@ -206,7 +206,7 @@ def test_balanced_sampler_draws_the_source_classes_equally(tmp_path: Path) -> No
     write_domain(target, 5, seed=1, background=(120, 230))
     config = adapt_config(source, target, tmp_path / "run", balanced_sampler=True, iters_per_epoch=50)
     splits = discover_domains(config.data, config.target, None, 0.2, 0)
-    train, _ = adaptation_loaders(config, splits, Preprocessing(16, (0.5,) * 3, (0.5,) * 3))
+    train = paired_stream(config, splits, Preprocessing(16, (0.5,) * 3, (0.5,) * 3)).train
     sampler = train.iterables["source"].sampler
     assert isinstance(sampler, WeightedRandomSampler)
     drawn = Counter(splits.train[i][1] for i in sampler)

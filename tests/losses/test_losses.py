@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
 from cvtransfer import Config
-from cvtransfer.losses import DA_METHODS, build_domain_losses
+from cvtransfer.errors import ConfigError
+from cvtransfer.losses import LOSSES, adaptation_methods, build_loss_terms
 from cvtransfer.losses.adda import AdversarialDiscriminativeLoss
 from cvtransfer.losses.cdan import CDAN, CDANE, MultilinearMap, RandomizedMultilinearMap
 from cvtransfer.losses.coral import coral, covariance
@@ -16,7 +19,6 @@ from cvtransfer.losses.dan import MultipleKernelMaximumMeanDiscrepancy, gaussian
 from cvtransfer.losses.dann import DomainAdversarialLoss, domain_loss_and_accuracy
 from cvtransfer.losses.grl import reverse_gradient, warm_start
 from cvtransfer.losses.mcc import class_confusion
-from cvtransfer.errors import ConfigError
 from cvtransfer.models.transfer_model import TransferModel
 
 torch.manual_seed(0)
@@ -29,8 +31,8 @@ def batch(n: int = 32, d: int = 8, shift: float = 0.0, seed: int = 0) -> torch.T
 def test_mmd_of_identical_batches_is_zero_and_grows_with_the_shift() -> None:
     x = batch()
     loss = MultipleKernelMaximumMeanDiscrepancy()
-    assert float(loss(x, x.clone(), None, None, 0.0)[0]) == pytest.approx(0.0, abs=1e-6)
-    values = [float(loss(x, batch(seed=1, shift=s), None, None, 0.0)[0]) for s in (0.0, 0.5, 1.0, 2.0)]
+    assert float(loss.compare(x, x.clone(), None, None, 0.0)[0]) == pytest.approx(0.0, abs=1e-6)
+    values = [float(loss.compare(x, batch(seed=1, shift=s), None, None, 0.0)[0]) for s in (0.0, 0.5, 1.0, 2.0)]
     assert values == sorted(values) and values[-1] > 10 * values[0] > 0
 
 
@@ -61,7 +63,7 @@ def test_gradient_reversal_flips_and_scales() -> None:
 def test_dann_trains_the_discriminator_and_reverses_the_features_gradient() -> None:
     loss = DomainAdversarialLoss(8, hidden=16)
     source, target = batch(shift=2.0).requires_grad_(), batch(seed=1).requires_grad_()
-    value, metrics = loss(source, target, None, None, 1.0)
+    value, metrics = loss.compare(source, target, None, None, 1.0)
     value.backward()
     assert 0.0 <= float(metrics["domain_accuracy"]) <= 1.0
     # the features' gradient is the negative of what minimising the discriminator loss would ask for
@@ -93,11 +95,11 @@ def test_cdan_conditions_on_predictions_and_entropy_weights() -> None:
     exact = mapped @ mapped.T
     assert torch.allclose(estimate, exact, atol=0.35 * float(exact.abs().max()))
     config = Config(discriminator_dim=16)
-    plain, weighted = CDAN.build(3, 2, config), CDANE.build(3, 2, config)
+    plain, weighted = CDAN.build(shape(3, 2), config), CDANE.build(shape(3, 2), config)
     assert not plain.entropy_conditioning and weighted.entropy_conditioning
-    value, metrics = weighted(torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 2), torch.randn(8, 2), 0.5)
+    value, metrics = weighted.compare(torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 2), torch.randn(8, 2), 0.5)
     assert value.ndim == 0 and "domain_accuracy" in metrics
-    assert isinstance(CDAN.build(100, 100, config).map, RandomizedMultilinearMap)  # d * C above 4096
+    assert isinstance(CDAN.build(shape(100, 100), config).map, RandomizedMultilinearMap)  # d * C above 4096
 
 
 def test_mcc_is_low_for_confident_distinct_predictions_and_high_for_confusion() -> None:
@@ -115,7 +117,7 @@ def test_adda_gradients_reach_only_their_own_player() -> None:
     assert not any(p.requires_grad for p in model.head.parameters())
     source_features, target_features = loss.features(model, torch.randn(5, 6), torch.randn(5, 6))
     assert not source_features.requires_grad  # the source encoder is frozen
-    value, metrics = loss(source_features, target_features, None, None, 0.5)
+    value, metrics = loss.compare(source_features, target_features, None, None, 0.5)
     value.backward()
     assert model.backbone[0].weight.grad.abs().sum() > 0  # the target encoder learns to fool D
     assert all(p.grad is None for p in loss.source_encoder.parameters())
@@ -136,7 +138,7 @@ def test_adda_encoder_sees_the_discriminator_on_the_joint_batch() -> None:
     loss = AdversarialDiscriminativeLoss(4, hidden=8).train()
     source = batch(16, 4, seed=1)
     near, far = batch(16, 4, seed=2), batch(16, 4, seed=2) + 5.0
-    encoder_loss = [float(loss(source, target, None, None, 0.5)[1]["encoder_loss"]) for target in (near, far)]
+    encoder_loss = [float(loss.compare(source, target, None, None, 0.5)[1]["encoder_loss"]) for target in (near, far)]
     assert abs(encoder_loss[1] - encoder_loss[0]) > 1e-3, encoder_loss  # a target-only batch gives 0
 
 
@@ -150,7 +152,7 @@ def test_adda_encoder_is_warm_started_while_the_discriminator_learns_from_the_fi
         loss = AdversarialDiscriminativeLoss(4, hidden=8)
         loss.attach(model)
         source_features, target_features = loss.features(model, torch.randn(5, 6), torch.randn(5, 6) + 2.0)
-        loss(source_features, target_features, None, None, progress)[0].backward()
+        loss.compare(source_features, target_features, None, None, progress)[0].backward()
         discriminator = sum(float(p.grad.abs().sum()) for p in loss.discriminator.parameters())
         return float(model.backbone[0].weight.grad.abs().sum()), discriminator
 
@@ -159,12 +161,20 @@ def test_adda_encoder_is_warm_started_while_the_discriminator_learns_from_the_fi
     assert 0 < encoder_mid < encoder_end
 
 
-def test_build_domain_losses_adds_mcc_and_refuses_it_twice() -> None:
-    losses = build_domain_losses(Config(method="dann", mcc=0.5, discriminator_dim=8), 4, 3)
+def shape(features_dim: int, num_classes: int) -> Any:
+    """What a loss term's build reads of the model."""
+    return SimpleNamespace(features_dim=features_dim, num_classes=num_classes)
+
+
+def test_build_loss_terms_adds_mcc_and_refuses_it_twice() -> None:
+    losses = build_loss_terms(Config(method="dann", mcc=0.5, discriminator_dim=8), shape(4, 3), paired=True)
     assert set(losses.terms) == {"transfer", "mcc"} and losses.weights == {"transfer": 1.0, "mcc": 0.5}
     assert "mcc_loss" in losses.metric_names and "transfer_loss" in losses.metric_names
     with pytest.raises(ConfigError, match="--mcc adds minimum class confusion"):
-        build_domain_losses(Config(method="mcc", mcc=0.5), 4, 3)
+        build_loss_terms(Config(method="mcc", mcc=0.5), shape(4, 3), paired=True)
     with pytest.raises(ConfigError, match="unknown adaptation method 'dan2'"):
-        build_domain_losses(Config(method="dan2"), 4, 3)
-    assert set(DA_METHODS) >= {"source-only", "dan", "coral", "dann", "cdan", "cdan+e", "adda", "mcc"}
+        Config(method="dan2")
+    with pytest.raises(ConfigError, match="--method l2sp is not an adaptation method"):
+        Config(method="l2sp")
+    assert set(adaptation_methods()) >= {"source-only", "dan", "coral", "dann", "cdan", "cdan+e", "adda", "mcc", "jan"}
+    assert "l2sp" in LOSSES and "l2sp" not in adaptation_methods()

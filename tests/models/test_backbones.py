@@ -51,7 +51,7 @@ def test_names_resolve_to_their_library() -> None:
 
 
 def test_unknown_name_suggests_close_ones() -> None:
-    with pytest.raises(ConfigError, match="did you mean.*resnet50"):
+    with pytest.raises(ConfigError, match=r"did you mean.*resnet50"):
         resolve_name("resnet5O")
 
 
@@ -62,9 +62,9 @@ def test_imagenet_offline_fails_at_once_with_the_way_out(monkeypatch: pytest.Mon
     monkeypatch.setattr(backbones.socket, "create_connection", unreachable)
     monkeypatch.setattr(backbones, "_hf_cached", lambda repo: False)
     start = time.perf_counter()
-    with pytest.raises(WeightsError, match="unreachable.*--weights path/to/resnet18"):
+    with pytest.raises(WeightsError, match=r"unreachable.*--weights path/to/resnet18"):
         create_backbone("resnet18", pretrained=True)
-    with pytest.raises(WeightsError, match="download.pytorch.org is unreachable"):
+    with pytest.raises(WeightsError, match=r"download\.pytorch\.org is unreachable"):
         create_backbone("tv/resnet18", pretrained=True)
     assert time.perf_counter() - start < 5
 

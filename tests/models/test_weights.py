@@ -48,7 +48,7 @@ def test_lightning_style_checkpoint_is_unwrapped(tmp_path: Path) -> None:
 
 def test_unrelated_checkpoint_is_an_error(tmp_path: Path) -> None:
     save_file({"something.else": torch.zeros(2)}, tmp_path / "w.safetensors")
-    with pytest.raises(WeightsError, match="no tensor.*matches backbone"):
+    with pytest.raises(WeightsError, match=r"no tensor.*matches backbone"):
         build_model("tinycnn", str(tmp_path / "w.safetensors"), num_classes=3)
 
 
@@ -58,7 +58,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -101,7 +101,7 @@ def test_a_file_matching_only_batchnorm_counters_is_an_error(tmp_path: Path) -> 
     counters = {k: v for k, v in _timm_state().items() if k.endswith("num_batches_tracked")}
     assert counters
     save_file(counters, tmp_path / "w.safetensors")
-    with pytest.raises(WeightsError, match="no tensor.*matches backbone"):
+    with pytest.raises(WeightsError, match=r"no tensor.*matches backbone"):
         build_model("tinycnn", str(tmp_path / "w.safetensors"), num_classes=3, allow_partial_weights=True)
 
 

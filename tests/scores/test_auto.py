@@ -8,12 +8,18 @@ from pathlib import Path
 import pytest
 
 import cvtransfer
-from cvtransfer.workflows.auto import DataFacts, Relatedness, _backbone_decision, choose_strategy, transfer_candidate
 from cvtransfer.errors import ConfigError, WeightsError
+from cvtransfer.workflows.auto import (
+    DataFacts,
+    Relatedness,
+    _backbone_decision,
+    choose_strategy,
+    transfer_candidate,
+)
 from cvtransfer.workflows.rank import Candidate, CandidateScores, Ranking
 from tests.conftest import tiny_config
-from tests.test_cli import run_cli
 from tests.scores.conftest import IMAGE_SIZE, weights_pairs
+from tests.test_cli import run_cli
 
 
 def test_auto_cli_end_to_end_writes_decisions_with_the_verdict(
@@ -77,7 +83,7 @@ def test_auto_offline_default_candidates_say_what_to_do(split_dir: Path, tmp_pat
         raise WeightsError("cannot download ImageNet weights for 'resnet18': huggingface.co is unreachable")
 
     monkeypatch.setattr("cvtransfer.workflows.rank.build_model", offline)
-    with pytest.raises(WeightsError, match="'fast' budget ranks resnet18,.*--weights A=PATH"):
+    with pytest.raises(WeightsError, match=r"'fast' budget ranks resnet18,.*--weights A=PATH"):
         cvtransfer.auto(tiny_config(split_dir, tmp_path / "auto", weights="imagenet", budget="fast"))
 
 

@@ -11,10 +11,10 @@ import pytest
 
 import cvtransfer
 from cvtransfer.errors import ConfigError, CvTransferError
-from cvtransfer.workflows.rank import CandidateScores, Candidate, parse_candidates, rank_correlations
+from cvtransfer.workflows.rank import Candidate, CandidateScores, parse_candidates, rank_correlations
 from tests.conftest import tiny_config
-from tests.test_cli import run_cli
 from tests.scores.conftest import IMAGE_SIZE, weights_pairs
+from tests.test_cli import run_cli
 
 CLI_OPTIONS = ["--image-size", str(IMAGE_SIZE), "--accelerator", "cpu", "--num-workers", "0", "--no-progress",
                "--batch-size", "8"]

@@ -10,6 +10,7 @@ import torch
 from scipy import optimize
 
 from cvtransfer.errors import DataError
+from cvtransfer.scores import SCORERS, ScoreInputs
 from cvtransfer.scores.transferability import SCORES, hscore, leep, logme, nce, nleep
 from cvtransfer.scores.transferability.logme import logme_fit
 
@@ -61,7 +62,7 @@ def test_logme_is_the_maximum_of_the_directly_computed_evidence(shape: tuple[int
     for c in range(2):
         alpha, beta = fit.alpha[c], fit.beta[c]
         assert fit.evidence[c] == pytest.approx(direct_evidence(f, onehot[:, c], alpha, beta), rel=1e-9)
-        best = optimize.minimize(lambda p: -direct_evidence(f, onehot[:, c], *np.exp(p)),
+        best = optimize.minimize(lambda p, c=c: -direct_evidence(f, onehot[:, c], *np.exp(p)),
                                  np.log([alpha, beta]) + 0.5, method="Nelder-Mead",
                                  options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 5000})
         assert -best.fun <= fit.evidence[c] + 1e-7  # nothing beats it
@@ -148,8 +149,8 @@ def test_shrinkage_hscore_still_ranks_where_the_plain_one_cannot() -> None:
 def test_feature_scores_prefer_separable_labels_to_shuffled_ones(name: str) -> None:
     f, y = blobs()
     shuffled = np.random.default_rng(1).permutation(y)
-    score = SCORES.get(name).function
-    assert score(f, y) > score(f, shuffled)
+    scorer = SCORES.get(name)
+    assert scorer(ScoreInputs(features=f, labels=y)) > scorer(ScoreInputs(features=f, labels=shuffled))
 
 
 @pytest.mark.parametrize("name", ["leep", "nce"])
@@ -158,8 +159,8 @@ def test_source_scores_prefer_related_source_classes(name: str) -> None:
     y = np.repeat(np.arange(3), 20)
     related = np.eye(5)[y + rng.integers(0, 2, size=len(y))] * 0.8 + 0.04  # source class y or y+1
     unrelated = np.eye(5)[rng.integers(0, 5, size=len(y))] * 0.8 + 0.04
-    score = SCORES.get(name).function
-    assert score(related, y) > score(unrelated, y)
+    scorer = SCORES.get(name)
+    assert scorer(ScoreInputs(source_probs=related, labels=y)) > scorer(ScoreInputs(source_probs=unrelated, labels=y))
 
 
 def test_nleep_is_deterministic() -> None:
@@ -186,3 +187,5 @@ def test_bad_inputs_are_one_line_errors() -> None:
 def test_registry_order_and_inputs() -> None:
     assert SCORES.names() == ["logme", "leep", "nce", "hscore", "nleep"]
     assert {n for n in SCORES.names() if SCORES.get(n).uses == "source_probs"} == {"leep", "nce"}
+    kinds = {kind: [n for n, s in SCORERS.items() if s.kind == kind] for kind in ("selection", "shift")}
+    assert kinds == {"selection": ["snd", "entropy", "dev"], "shift": ["mmd2", "proxy_a_distance", "wasserstein"]}

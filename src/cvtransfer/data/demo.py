@@ -22,7 +22,7 @@ def _digit_images() -> tuple[np.ndarray, np.ndarray]:
     """All digits as float images in [0, 1] of SIZE x SIZE, and their labels."""
     digits = load_digits()
     images = np.stack([
-        np.asarray(Image.fromarray((img / 16.0 * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BILINEAR))
+        np.asarray(Image.fromarray((img / 16.0 * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
         for img in digits.images
     ]).astype(np.float32) / 255.0
     return images, digits.target

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -71,12 +72,12 @@ def compute_features(
 
 def prepare_for_inference(network: nn.Module, device: torch.device | str) -> nn.Module:
     """Eval mode on ``device`` in channels-last layout (about 1.4x faster convolutions, on CPU too)."""
-    return network.eval().to(device=device, memory_format=torch.channels_last)
+    return network.eval().to(device=device).to(memory_format=torch.channels_last)
 
 
 def cached_features(
     network: nn.Module, samples: Sequence[Sample], preprocessing: Preprocessing, *, backbone: str,
-    weights_id: str, cache_dir: str | None = None, **compute_kwargs: object,
+    weights_id: str, cache_dir: str | None = None, **compute_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`compute_features`, read from the cache when the same inputs were seen before."""
     if not samples:
@@ -88,7 +89,7 @@ def cached_features(
             stored = load_file(str(path))
             log.info("features: %d cached in %s", len(stored["labels"]), path)
             return stored["features"], stored["labels"]
-        except Exception as err:  # noqa: BLE001 - a damaged cache entry is recomputed
+        except Exception as err:  # a damaged cache entry is recomputed
             log.warning("feature cache %s unreadable (%s); recomputing", path, err)
     features, labels = compute_features(network, samples, preprocessing, **compute_kwargs)
     with atomic_path(path) as tmp:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
@@ -91,7 +92,10 @@ def make_loader(
     sampler = None
     if train and balanced:
         weights = class_sample_weights(labels or [], num_classes)
-        sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
+        sampler = WeightedRandomSampler(
+            weights,  # type: ignore[arg-type]  # typed Sequence[float]; a Tensor is what it turns them into
+            num_samples=len(weights), replacement=True, generator=generator,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -101,14 +105,15 @@ def make_loader(
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
-        drop_last=train and drop_last_for(len(dataset), batch_size),
+        drop_last=train and drop_last_for(len(cast(Sized, dataset)), batch_size),
     )
 
 
 def for_world_size(loader: DataLoader, world_size: int) -> DataLoader:
     """The training ``loader`` of :func:`make_loader` with drop_last decided on each of ``world_size``
     ranks' share (Lightning then swaps in a distributed sampler, keeping drop_last)."""
-    drop_last = drop_last_for(len(loader.dataset), loader.batch_size, world_size)
+    assert loader.batch_size is not None, "a make_loader loader has a batch size"
+    drop_last = drop_last_for(len(cast(Sized, loader.dataset)), loader.batch_size, world_size)
     if drop_last == loader.drop_last:
         return loader
     kept = ("batch_size", "sampler", "generator", "num_workers", "persistent_workers", "pin_memory")

@@ -24,8 +24,8 @@ class Preprocessing:
     """What the weights expect: input size, normalisation, resize interpolation and crop."""
 
     input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per channel: 3 values for RGB
+    std: tuple[float, ...]
     interpolation: str = "bilinear"
     crop_pct: float = 0.875
 

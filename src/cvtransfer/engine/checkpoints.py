@@ -39,7 +39,7 @@ def load_checkpoint(path: _PATH, map_location: Any | None = "cpu") -> dict[str, 
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"checkpoint {path} does not exist") from None
-    except Exception as err:  # noqa: BLE001 - torch raises several types for a bad file
+    except Exception as err:  # torch raises several types for a bad file
         raise WeightsError(f"checkpoint {path} cannot be read safely: {str(err).splitlines()[0][:200]}") from None
 
 

@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
+from cvtransfer.evaluation.history import read_history, selected_row
 from cvtransfer.io import atomic_write_text
 
+__all__ = ["COLUMNS", "HistoryWriter", "read_history", "selected_row", "write_history"]
+
+# The order of history.csv's first columns (others follow by name); which exist depends on the task and terms.
 COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a history.csv as floats (missing values are NaN)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
-                for row in csv.DictReader(handle)]
-
-
-def selected_row(history: list[dict[str, float]], column: str, mode: str) -> int | None:
-    """Index of the row the best checkpoint keeps by ``column`` ("min" or "max"): the first best, NaN skipped."""
-    known = [(row[column], index) for index, row in enumerate(history)
-             if not math.isnan(row.get(column, math.nan))]
-    if not known:
-        return None
-    return min(known, key=lambda pair: (pair[0] if mode == "min" else -pair[0], pair[1]))[1]
 
 
 def write_history(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -61,8 +45,7 @@ class HistoryWriter(pl.Callback):
             return
         metrics = trainer.callback_metrics
         row: dict[str, Any] = {"epoch": trainer.current_epoch}
-        for name in [c for c in COLUMNS if c not in ("epoch", "lr", "seconds")] + list(self.extra_metrics) \
-                + ["train_penalty"]:  # the strategy's penalty (l2sp), when it has one
+        for name in ["train_loss", "val_loss", *self.extra_metrics]:  # the task's and the loss terms' columns
             if name in metrics:
                 row[name] = float(metrics[name])
         row["lr"] = max(group["lr"] for group in trainer.optimizers[0].param_groups)

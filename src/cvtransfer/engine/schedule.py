@@ -107,7 +107,7 @@ class StepSchedule(LambdaLR):
     def factor(self, step: int) -> float:
         return lr_factor(step, self.total, self.warmup, self.kind)
 
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+    def step(self, epoch: int | None = None) -> None:
         super().step(epoch)
         if self.cycle_momentum:
             momentum = onecycle_momentum(self.last_epoch, self.total, self.warmup)

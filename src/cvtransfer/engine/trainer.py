@@ -89,7 +89,7 @@ def build_trainer(
         devices=_devices(config.devices),
         num_nodes=config.num_nodes,
         strategy=config.distributed,
-        precision=resolve_precision(config.precision, config.accelerator),
+        precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]  # a valid name
         accumulate_grad_batches=config.accumulate,
         gradient_clip_val=config.grad_clip or None,
         callbacks=all_callbacks + list(callbacks or []),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,9 @@ class Section:
 
 def write_page(path: str | Path, title: str, subtitle: str, sections: Sequence[Section]) -> Path:
     """Render ``sections`` into one HTML file at ``path`` (written atomically)."""
-    from cvtransfer import __version__
+    from importlib.metadata import version
+
+    __version__ = version("cvtransfer")
 
     page = _TEMPLATES.get_template("page.html.j2").render(
         title=title, subtitle=subtitle, sections=sections, version=__version__,
@@ -62,7 +65,7 @@ def figures_html(*figures: Markup) -> Markup:
 
 
 def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Sequence[bool] | None = None,
-               best: set[tuple[int, int]] = frozenset(), row_classes: Sequence[str] | None = None) -> Markup:
+               best: AbstractSet[tuple[int, int]] = frozenset(), row_classes: Sequence[str] | None = None) -> Markup:
     """A table; floats shown with 3 decimals, ``numeric`` columns right-aligned, ``best`` (row, column) cells highlighted."""
     numeric = list(numeric or [False] * len(headers))
     head = Markup("").join(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -53,7 +54,7 @@ class Predictions:
 
 
 def predict_samples(model: TransferModel, samples: Sequence[Sample], preprocessing: Preprocessing,
-                    **compute_kwargs: object) -> Predictions:
+                    **compute_kwargs: Any) -> Predictions:
     """Probabilities and backbone features of ``samples`` in one pass (``compute_kwargs``: batch size, device...)."""
     features, _ = compute_features(model.backbone, samples, preprocessing, **compute_kwargs)
     model = model.eval().to(features.device)

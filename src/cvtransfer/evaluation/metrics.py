@@ -32,7 +32,7 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, class_nam
     support = torch.bincount(targets, minlength=n)
     present = support > 0
     return {
-        "num_samples": int(len(targets)),
+        "num_samples": len(targets),
         "accuracy": float(multiclass_accuracy(probs, targets, n, average="micro")),
         "balanced_accuracy": float(per_class["recall"][present].mean()),
         "precision_macro": float(per_class["precision"][present].mean()),

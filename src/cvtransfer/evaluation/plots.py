@@ -12,13 +12,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import auc, roc_curve  # noqa: E402
+from sklearn.metrics import auc, roc_curve
 
-from cvtransfer.engine.history import selected_row  # noqa: E402
-from cvtransfer.io import atomic_path  # noqa: E402
+from cvtransfer.evaluation.history import selected_row
+from cvtransfer.io import atomic_path
 
 MAX_LEGEND_ENTRIES = 20  # beyond this a legend hides the plot
 
@@ -63,7 +63,7 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
                 ax.plot(epochs, values, style, markersize=3, label=series)
     if target is not None:
         acc_ax.plot(epochs, target, "-^", markersize=3, label="target test")
-    if scores is not None:
+    if scores is not None and selection is not None:  # scores come from the selection column
         score_ax = axes[2]
         name, mode = selection
         score_ax.plot(epochs, scores, "-d", markersize=3, color="tab:purple", label=name)

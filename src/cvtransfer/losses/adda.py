@@ -21,6 +21,7 @@ Target images then go through M_t and C.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,22 +29,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 from cvtransfer.losses.dann import DomainDiscriminator, domain_loss_and_accuracy
 from cvtransfer.losses.grl import warm_start
+from cvtransfer.options import ADAPT, opt
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
     from cvtransfer.models.transfer_model import TransferModel
 
 
-@DA_METHODS.register("adda")
+@dataclass
+class ADDAOptions:
+    """ADDA's setting: the length of its first, source-only stage."""
+
+    source_epochs: int = opt(3, "adda: epochs of source-only training before the adversarial stage.", ADAPT, 1)
+
+
+@LOSSES.register("adda")
 class AdversarialDiscriminativeLoss(DomainLoss):
     """ADDA's stage-2 loss: discriminator loss plus the target encoder's inverted-label loss."""
 
     name = "adda"
     metric_names = ("domain_accuracy", "encoder_loss")
     source_stage = True
+    options = ADDAOptions
 
     def __init__(self, features_dim: int, hidden: int = 1024) -> None:
         super().__init__()
@@ -51,8 +61,8 @@ class AdversarialDiscriminativeLoss(DomainLoss):
         self.source_encoder: nn.Module | None = None
 
     @classmethod
-    def build(cls, features_dim: int, num_classes: int, config: Config) -> AdversarialDiscriminativeLoss:
-        return cls(features_dim, config.discriminator_dim)
+    def build(cls, model: TransferModel, config: Config) -> AdversarialDiscriminativeLoss:
+        return cls(model.features_dim, config.discriminator_dim)
 
     def attach(self, model: TransferModel) -> None:
         """Freeze a copy of the (source-trained) encoder here, and the classifier in the model."""
@@ -74,7 +84,7 @@ class AdversarialDiscriminativeLoss(DomainLoss):
             source_features = self.source_encoder(source)
         return source_features, model.embed(target)
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         joint = torch.cat([source_features, target_features]).detach()
         discriminator_loss, accuracy = domain_loss_and_accuracy(self.discriminator(joint), len(source_features))

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 from cvtransfer.losses.dann import DomainDiscriminator, domain_loss_and_accuracy
 from cvtransfer.losses.grl import WarmStartGradientReverseLayer
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
+    from cvtransfer.models.transfer_model import TransferModel
 
 MAX_OUTER_PRODUCT = 4096  # above this width the randomized multilinear map is used, as in the paper
 RANDOMIZED_DIM = 1024
@@ -46,6 +47,9 @@ class MultilinearMap(nn.Module):
 
 class RandomizedMultilinearMap(nn.Module):
     """(R_f f) * (R_g g) / sqrt(k): an unbiased estimate of the outer product's inner products."""
+
+    rf: torch.Tensor
+    rg: torch.Tensor
 
     def __init__(self, features_dim: int, num_classes: int, output_dim: int = RANDOMIZED_DIM) -> None:
         super().__init__()
@@ -74,10 +78,10 @@ class ConditionalDomainAdversarialLoss(DomainLoss):
         self.entropy_conditioning = entropy_conditioning
 
     @classmethod
-    def build(cls, features_dim: int, num_classes: int, config: Config) -> ConditionalDomainAdversarialLoss:
-        return cls(features_dim, num_classes, config.discriminator_dim, entropy_conditioning=cls.name == "cdan+e")
+    def build(cls, model: TransferModel, config: Config) -> ConditionalDomainAdversarialLoss:
+        return cls(model.features_dim, model.num_classes, config.discriminator_dim, entropy_conditioning=cls.name == "cdan+e")
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f = torch.cat([source_features, target_features])
         g = torch.cat([source_logits, target_logits]).softmax(dim=1).detach()
@@ -87,14 +91,14 @@ class ConditionalDomainAdversarialLoss(DomainLoss):
         return loss, {"domain_accuracy": accuracy}
 
 
-@DA_METHODS.register("cdan")
+@LOSSES.register("cdan")
 class CDAN(ConditionalDomainAdversarialLoss):
     """CDAN without entropy conditioning."""
 
     name = "cdan"
 
 
-@DA_METHODS.register("cdan+e")
+@LOSSES.register("cdan+e")
 class CDANE(ConditionalDomainAdversarialLoss):
     """CDAN with entropy conditioning."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 
 
 def covariance(features: torch.Tensor) -> torch.Tensor:
@@ -28,12 +28,12 @@ def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (covariance(source) - covariance(target)).pow(2).sum() / (4 * d * d)
 
 
-@DA_METHODS.register("coral")
+@LOSSES.register("coral")
 class CorrelationAlignmentLoss(DomainLoss):
     """Deep CORAL loss between source and target features."""
 
     name = "coral"
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return coral(source_features, target_features), {}

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 
 DEFAULT_ALPHAS = (0.125, 0.25, 0.5, 1.0, 2.0)
 
@@ -54,7 +54,7 @@ class MultipleKernelMaximumMeanDiscrepancy(DomainLoss):
         super().__init__()
         self.alphas = tuple(alphas)
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             joint = torch.cat([source_features, target_features])
@@ -63,4 +63,4 @@ class MultipleKernelMaximumMeanDiscrepancy(DomainLoss):
         return gaussian_mmd2(source_features, target_features, sigmas2), {}
 
 
-DA_METHODS.register("dan")(MultipleKernelMaximumMeanDiscrepancy)
+LOSSES.register("dan")(MultipleKernelMaximumMeanDiscrepancy)

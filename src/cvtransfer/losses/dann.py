@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 from cvtransfer.losses.grl import WarmStartGradientReverseLayer
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
+    from cvtransfer.models.transfer_model import TransferModel
 
 
 class DomainDiscriminator(nn.Sequential):
@@ -56,7 +57,7 @@ def domain_loss_and_accuracy(logits: torch.Tensor, num_source: int, weights: tor
     return loss, accuracy
 
 
-@DA_METHODS.register("dann")
+@LOSSES.register("dann")
 class DomainAdversarialLoss(DomainLoss):
     """DANN's adversarial loss: discriminator on gradient-reversed features (module docstring)."""
 
@@ -69,10 +70,10 @@ class DomainAdversarialLoss(DomainLoss):
         self.grl = WarmStartGradientReverseLayer(alpha=10.0, lo=0.0, hi=1.0)
 
     @classmethod
-    def build(cls, features_dim: int, num_classes: int, config: Config) -> DomainAdversarialLoss:
-        return cls(features_dim, config.discriminator_dim)
+    def build(cls, model: TransferModel, config: Config) -> DomainAdversarialLoss:
+        return cls(model.features_dim, config.discriminator_dim)
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         joint = self.grl(torch.cat([source_features, target_features]), progress)
         loss, accuracy = domain_loss_and_accuracy(self.discriminator(joint), len(source_features))

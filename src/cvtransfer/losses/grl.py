@@ -29,7 +29,8 @@ class GradientReverseFunction(torch.autograd.Function):
 
 def reverse_gradient(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
     """``x`` unchanged, with its gradient reversed and scaled by ``coeff``."""
-    return GradientReverseFunction.apply(x, coeff)
+    reversed_: torch.Tensor = GradientReverseFunction.apply(x, coeff)
+    return reversed_
 
 
 def warm_start(progress: float, alpha: float = 10.0, lo: float = 0.0, hi: float = 1.0) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from cvtransfer.losses.base import DA_METHODS, DomainLoss
+from cvtransfer.losses.base import LOSSES, DomainLoss
 from cvtransfer.losses.cdan import entropy
 
 DEFAULT_TEMPERATURE = 2.5  # the paper's and TLlib's default
@@ -31,7 +31,7 @@ def class_confusion(logits: torch.Tensor, temperature: float = DEFAULT_TEMPERATU
     return (confusion.sum() - confusion.trace()) / num_classes
 
 
-@DA_METHODS.register("mcc")
+@LOSSES.register("mcc")
 class MinimumClassConfusionLoss(DomainLoss):
     """Minimum class confusion on the target logits."""
 
@@ -41,6 +41,6 @@ class MinimumClassConfusionLoss(DomainLoss):
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
+    def compare(self, source_features: torch.Tensor, target_features: torch.Tensor, source_logits: torch.Tensor,
                 target_logits: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return class_confusion(target_logits, self.temperature), {}

@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 import torchvision
 from timm.models import group_parameters
 from torch import nn
+from torchvision.models import WeightsEnum
 
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, WeightsError, unknown_name
@@ -79,7 +81,7 @@ def create_backbone(name: str, pretrained: bool = False, image_size: int | None 
 def _create_timm(arch: str, pretrained: bool, image_size: int | None = None) -> Backbone:
     if pretrained:
         _require_timm_weights(arch)
-    module = _timm_model_at_size(arch, pretrained, image_size)
+    module: Any = _timm_model_at_size(arch, pretrained, image_size)  # group_matcher, num_features...: timm's API
     config = timm.data.resolve_data_config({}, model=module)
     preprocessing = Preprocessing(
         input_size=int(config["input_size"][-1]),
@@ -140,7 +142,7 @@ def _create_torchvision(arch: str, pretrained: bool, image_size: int | None = No
         module = _torchvision_vit_at_size(arch, weights, image_size)
     else:
         module = torchvision.models.get_model(arch, weights=weights, **kwargs)
-    if arch == "inception_v3":
+    if isinstance(module, torchvision.models.Inception3):  # arch == "inception_v3"
         module.aux_logits, module.AuxLogits = False, None
     classifier_prefix, num_features = _drop_last_linear(module)
     return Backbone(
@@ -154,7 +156,7 @@ def _create_torchvision(arch: str, pretrained: bool, image_size: int | None = No
     )
 
 
-def _torchvision_vit_at_size(arch: str, weights: object | None, image_size: int) -> nn.Module:
+def _torchvision_vit_at_size(arch: str, weights: WeightsEnum | None, image_size: int) -> nn.Module:
     """A torchvision ViT built for ``image_size``, its pretrained position embeddings interpolated."""
     from torchvision.models.vision_transformer import interpolate_embeddings
 
@@ -176,7 +178,8 @@ def _drop_last_linear(module: nn.Module) -> tuple[str, int]:
     """
     linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        conv = [(n, m) for n, m in module.classifier.named_modules() if isinstance(m, nn.Conv2d)][-1]
+        classifier = module.get_submodule("classifier")
+        conv = [(n, m) for n, m in classifier.named_modules() if isinstance(m, nn.Conv2d)][-1]
         module.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         return f"classifier.{conv[0]}", conv[1].in_channels
     name, layer = linears[-1]
@@ -186,7 +189,7 @@ def _drop_last_linear(module: nn.Module) -> tuple[str, int]:
     return name, layer.in_features
 
 
-def _torchvision_preprocessing(weights: object | None, arch: str) -> Preprocessing:
+def _torchvision_preprocessing(weights: WeightsEnum | None, arch: str) -> Preprocessing:
     if weights is None:
         size = 299 if arch == "inception_v3" else 224
         return Preprocessing(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.875)
@@ -211,7 +214,7 @@ def torchvision_layer_groups(module: nn.Module) -> list[list[str]]:
     units: list[tuple[str, nn.Module]] = []
     for name, child in module.named_children():
         if name == "features" or name == "encoder":
-            inner = child.layers if name == "encoder" and hasattr(child, "layers") else child
+            inner = child.get_submodule("layers") if name == "encoder" and hasattr(child, "layers") else child
             prefix = f"{name}.layers" if inner is not child else name
             units += [(f"{prefix}.{n}", c) for n, c in inner.named_children()]
             units += [(f"{name}.{n}", c) for n, c in child.named_children() if name == "encoder" and n != "layers"]
@@ -241,7 +244,7 @@ def _require_timm_weights(arch: str) -> None:
         return
     if cfg.hf_hub_id:
         _require_host("huggingface.co", arch)
-    elif cfg.url:
+    elif isinstance(cfg.url, str) and cfg.url:  # timm also types it as a (url, ...) tuple, which none uses
         _require_url_weights(cfg.url, arch)
 
 
@@ -305,11 +308,14 @@ def _registered_on_meta() -> Iterator[None]:
     ) -> None:
         register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
 
-    nn.Module.register_parameter, nn.Module.register_buffer = parameter_on_meta, buffer_on_meta
+    # a deliberate monkeypatch of the class's methods (mypy: method-assign), restored in finally
+    patched = parameter_on_meta, buffer_on_meta
+    nn.Module.register_parameter, nn.Module.register_buffer = patched  # type: ignore[method-assign]
     try:
         yield
     finally:
-        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+        original = register_parameter, register_buffer
+        nn.Module.register_parameter, nn.Module.register_buffer = original  # type: ignore[method-assign]
 
 
 COMMON_BACKBONES = (

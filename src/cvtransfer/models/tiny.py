@@ -7,6 +7,8 @@ of cvtransfer treats them like any timm model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
@@ -100,12 +102,12 @@ default_cfgs = generate_default_cfgs({"tinycnn": _cfg(32), "lenet": _cfg(28)})
 
 
 @register_model
-def tinycnn(pretrained: bool = False, **kwargs: object) -> TinyCNN:
+def tinycnn(pretrained: bool = False, **kwargs: Any) -> TinyCNN:
     """Tiny 4-stage CNN for 32 px images: demo and tests."""
     return build_model_with_cfg(TinyCNN, "tinycnn", pretrained, **kwargs)
 
 
 @register_model
-def lenet(pretrained: bool = False, **kwargs: object) -> LeNet:
+def lenet(pretrained: bool = False, **kwargs: Any) -> LeNet:
     """LeNet for 28 px digits (TLlib's MNIST/USPS backbone)."""
     return build_model_with_cfg(LeNet, "lenet", pretrained, **kwargs)

@@ -109,11 +109,11 @@ class TransferModel(nn.Module):
     def _norm_layers_by_group(self) -> list[tuple[int, nn.Module]]:
         """(group, layer) for every normalisation layer with running statistics in the backbone."""
         group_of = {name: i for i, names in enumerate(self.layer_groups) for name in names}
-        found = []
+        found: list[tuple[int, nn.Module]] = []
         for name, layer in self.backbone.named_modules():
             if isinstance(layer, _NormBase) and layer.track_running_stats:
                 owned = [f"{name}.{p}" for p, _ in layer.named_parameters()] or [_sibling(name, group_of)]
-                groups = {group_of.get(p) for p in owned} - {None}
+                groups = {group_of[p] for p in owned if p in group_of}
                 found += [(group, layer) for group in groups]
         return found
 

@@ -77,7 +77,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if path.suffix == ".safetensors":
         try:
             with safe_open(str(path), framework="pt") as handle:
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
                 metadata = handle.metadata() or {}
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
@@ -166,7 +166,7 @@ def _apply_timm_filter(state: dict[str, torch.Tensor], backbone: Backbone) -> di
         return state
     try:
         return convert(state, backbone.module)
-    except Exception as err:  # noqa: BLE001 - a converter that does not fit leaves keys as they are
+    except Exception as err:  # a converter that does not fit leaves keys as they are
         log.debug("checkpoint_filter_fn of %s not applied: %s", backbone.name, err)
         return state
 

@@ -1,16 +1,12 @@
 """Unsupervised validation scores: pick the epoch (or the trade-off) without target labels.
 
 Each score is a plain function of what one pass over the data gives (target predictions, and for
-DEV source validation features and losses), registered in ``SELECTION_SCORES`` with the direction
-in which it improves. The adaptation engine computes every registered score each epoch
+DEV source validation features and losses), registered as a :class:`Scorer` of kind ``selection``
+(``SELECTION_SCORES`` lists them) with the direction in which it improves. The adaptation engine computes every registered score each epoch
 (``val_<name>`` in history.csv); ``--select-by NAME`` keeps the checkpoint that scores best.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -19,31 +15,15 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cvtransfer.registry import Registry
+from cvtransfer.scores.base import ScoreInputs, Scorer, ScorersOfKind, register
+
+__all__ = ["SELECTION_SCORES", "ScoreInputs", "compute_scores", "deep_embedded_validation", "prediction_entropy",
+           "soft_neighborhood_density"]
 
 SND_TEMPERATURE = 0.05
 
 
-@dataclass
-class ScoreInputs:
-    """What the scores read: target softmax outputs and features, and the source validation split's."""
-
-    target_probs: torch.Tensor
-    target_features: torch.Tensor
-    source_features: torch.Tensor
-    source_losses: torch.Tensor  # per-sample cross-entropy on labelled source validation images
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class SelectionScore:
-    """A score function and whether higher (``max``) or lower (``min``) is better."""
-
-    function: Callable[[ScoreInputs], float]
-    mode: Literal["max", "min"]
-
-
-SELECTION_SCORES: Registry[SelectionScore] = Registry("selection score")
+SELECTION_SCORES = ScorersOfKind("selection", "selection score")
 
 
 def soft_neighborhood_density(probs: torch.Tensor, temperature: float = SND_TEMPERATURE,
@@ -97,12 +77,13 @@ def deep_embedded_validation(source_features: torch.Tensor, source_losses: torch
     return float(weighted.mean() + eta * weights.mean() - eta)
 
 
-SELECTION_SCORES.register("snd")(SelectionScore(lambda s: soft_neighborhood_density(s.target_probs), "max"))
-SELECTION_SCORES.register("entropy")(SelectionScore(lambda s: prediction_entropy(s.target_probs), "min"))
-SELECTION_SCORES.register("dev")(SelectionScore(
-    lambda s: deep_embedded_validation(s.source_features, s.source_losses, s.target_features, s.seed), "min"))
+register(Scorer("snd", "selection", lambda s: soft_neighborhood_density(s.target_probs), "max", ("target_probs",)))
+register(Scorer("entropy", "selection", lambda s: prediction_entropy(s.target_probs), "min", ("target_probs",)))
+register(Scorer("dev", "selection",
+                lambda s: deep_embedded_validation(s.source_features, s.source_losses, s.target_features, s.seed),
+                "min", ("source_features", "source_losses", "target_features")))
 
 
 def compute_scores(inputs: ScoreInputs) -> dict[str, float]:
-    """Every registered score on ``inputs``."""
-    return {name: SELECTION_SCORES.get(name).function(inputs) for name in SELECTION_SCORES}
+    """Every registered selection score on ``inputs``."""
+    return SELECTION_SCORES.compute(inputs)

@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cvtransfer.losses.dan import gaussian_mmd2
+from cvtransfer.scores.base import ScoreInputs, Scorer, ScorersOfKind, register
 
 MAX_SAMPLES = 1000
 
@@ -62,21 +63,31 @@ def proxy_a_distance(x: torch.Tensor, y: torch.Tensor, max_samples: int = MAX_SA
 
 def wasserstein(x: torch.Tensor, y: torch.Tensor, max_samples: int = MAX_SAMPLES, seed: int = 0) -> float:
     """Exact 1-Wasserstein (earth mover's) distance with Euclidean cost, by POT's network simplex."""
-    x, y = subsample(x, max_samples, seed).double().numpy(), subsample(y, max_samples, seed + 1).double().numpy()
-    cost = ot.dist(x, y, metric="euclidean")
-    return float(ot.emd2(ot.unif(len(x)), ot.unif(len(y)), cost, numItermax=1_000_000))
+    a, b = subsample(x, max_samples, seed).double().numpy(), subsample(y, max_samples, seed + 1).double().numpy()
+    cost = ot.dist(a, b, metric="euclidean")
+    return float(ot.emd2(ot.unif(len(a)), ot.unif(len(b)), cost, numItermax=1_000_000))
+
+
+SHIFT_MEASURES = ScorersOfKind("shift", "shift measure")
+_DOMAINS = ("source_features", "target_features")
+register(Scorer("mmd2", "shift", lambda s: mmd(s.source_features, s.target_features, s.max_samples, s.seed), "min",
+                _DOMAINS))
+register(Scorer("proxy_a_distance", "shift",
+                lambda s: proxy_a_distance(s.source_features, s.target_features, s.max_samples, s.seed), "min",
+                _DOMAINS))
+register(Scorer("wasserstein", "shift",
+                lambda s: wasserstein(s.source_features, s.target_features, s.max_samples, s.seed), "min", _DOMAINS))
 
 
 def domain_shift(source: torch.Tensor, target: torch.Tensor, max_samples: int = MAX_SAMPLES,
                  seed: int = 0) -> dict[str, Any]:
-    """MMD^2, proxy A-distance and Wasserstein-1 between ``source`` and ``target`` features."""
+    """Every shift measure (MMD^2, proxy A-distance, Wasserstein-1) between ``source`` and ``target`` features."""
     if len(source) < 4 or len(target) < 4:
         raise ValueError("domain shift needs at least 4 samples per domain")
     source, target = source.float(), target.float()
+    inputs = ScoreInputs(source_features=source, target_features=target, seed=seed, max_samples=max_samples)
     return {
-        "mmd2": mmd(source, target, max_samples, seed),
-        "proxy_a_distance": proxy_a_distance(source, target, max_samples, seed),
-        "wasserstein": wasserstein(source, target, max_samples, seed),
+        **SHIFT_MEASURES.compute(inputs),
         "source_samples": min(len(source), max_samples),
         "target_samples": min(len(target), max_samples),
         "feature_dim": int(source.shape[1]),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from lightning.pytorch import Callback
 from torch import nn
 
-from cvtransfer.config import Config
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.registry import Registry
+
+if TYPE_CHECKING:
+    from cvtransfer.config import Config
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
@@ -20,6 +22,8 @@ class Strategy:
 
     name: ClassVar[str] = ""
     uses_feature_cache: ClassVar[bool] = False  # train the head on cached backbone features
+    options: ClassVar[type | None] = None  # a dataclass of opt() fields: this strategy's settings
+    terms: ClassVar[tuple[tuple[str, float], ...]] = ()  # loss terms (names in LOSSES, weights) it adds
 
     def __init__(self, model: TransferModel, config: Config) -> None:
         self.model = model
@@ -32,9 +36,9 @@ class Strategy:
         """Optimizer parameter groups, each with its own ``lr`` (never a scale a scheduler could ignore)."""
         return layerwise_param_groups(self.model, self.config)
 
-    def regularizer(self) -> nn.Module | None:
-        """A module whose ``forward()`` returns a penalty added to the loss (saved in checkpoints)."""
-        return None
+    def loss_terms(self) -> list[tuple[str, float]]:
+        """Loss terms (registered names in ``LOSSES``, with weights) the strategy adds to the task loss."""
+        return list(self.terms)
 
     def callbacks(self) -> list[Callback]:
         """Lightning callbacks the strategy needs (a thawing schedule, ...)."""

@@ -11,10 +11,13 @@ start of each epoch, so resuming restores it too.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from cvtransfer.models.transfer_model import TransferModel
+from cvtransfer.options import STRATEGY, opt
 from cvtransfer.strategies.base import STRATEGIES, Strategy, layerwise_param_groups
 
 log = logging.getLogger(__name__)
@@ -52,16 +55,27 @@ class GradualUnfreezing(Callback):
                 param.grad = None
 
 
+@dataclass
+class GradualOptions:
+    """When the backbone thaws, and at which LR."""
+
+    freeze_epochs: int = opt(1, "gradual: epochs training the head only.", STRATEGY, 0)
+    unfreeze_every: int = opt(0, "gradual: thaw one more layer group every N epochs, top first (0 = all at once).",
+                              STRATEGY, 0)
+    unfreeze_lr_mult: float = opt(0.1, "gradual: LR of thawed backbone groups, relative to lr.", STRATEGY, 0.0)
+
+
 @STRATEGIES.register("gradual")
 class GradualUnfreezingStrategy(Strategy):
     """Head only for ``freeze_epochs``, then thaw all groups, or one more every ``unfreeze_every`` epochs."""
 
     name = "gradual"
+    options = GradualOptions
 
     def setup(self) -> None:
         self.model.set_frozen_groups(range(self.model.num_groups))
 
-    def param_groups(self) -> list[dict]:
+    def param_groups(self) -> list[dict[str, Any]]:
         return layerwise_param_groups(self.model, self.config, backbone_lr_mult=self.config.unfreeze_lr_mult)
 
     def callbacks(self) -> list[Callback]:

@@ -7,6 +7,9 @@ coefficients become the model's linear head.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -17,7 +20,16 @@ from torch import nn
 
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.transfer_model import TransferModel
+from cvtransfer.options import STRATEGY, opt
 from cvtransfer.strategies.base import STRATEGIES, Strategy
+
+
+@dataclass
+class LinearOptions:
+    """Which head the probe fits."""
+
+    head: Literal["linear", "logistic", "svm"] = opt(
+        "linear", "linear strategy: torch linear head, or a scikit-learn logistic/svm on cached features.", STRATEGY)
 
 
 @STRATEGIES.register("linear")
@@ -26,6 +38,7 @@ class LinearProbe(Strategy):
 
     name = "linear"
     uses_feature_cache = True
+    options = LinearOptions
 
     def setup(self) -> None:
         if not isinstance(self.model.bottleneck, nn.Identity):
@@ -33,7 +46,7 @@ class LinearProbe(Strategy):
                               "bottleneck: use --bottleneck-dim 0, or --strategy partial to train a bottleneck")
         self.model.set_frozen_groups(range(self.model.num_groups), requires_grad=False)
 
-    def param_groups(self) -> list[dict]:
+    def param_groups(self) -> list[dict[str, Any]]:
         params = list(self.model.head.parameters())
         return [{"name": "head", "params": params, "lr": self.config.lr * self.config.head_lr_mult,
                  "weight_decay": self.config.weight_decay}]

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from cvtransfer import api
 from cvtransfer.config import Config
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.loaders import default_workers
+from cvtransfer.engine.commands import fit_run
+from cvtransfer.engine.devices import pick_device
 from cvtransfer.errors import ConfigError, WeightsError
-from cvtransfer.fitting import pick_device
 from cvtransfer.io import atomic_write_text, write_json
 from cvtransfer.run import Run, predict_probs
 from cvtransfer.scores.transferability.base import SCORES
@@ -204,7 +204,7 @@ def run_auto(config: Config) -> AutoResult:
     decisions.append(Decision("data size", facts.size(config), facts.describe(config)))
     base = config.replace(backbone=best.backbone, weights=best.weights, epochs=epochs, backbones=None)
     log.info("auto: training the from-scratch baseline of %s (%d epochs)", best.backbone, epochs)
-    runs = {"scratch": api.fit(base.replace(weights="none", strategy="full", out=str(folder / "scratch"))),
+    runs = {"scratch": fit_run(base.replace(weights="none", strategy="full", out=str(folder / "scratch"))),
             "probe": probe(best, base, folder / "probe")}
     val = {name: val_accuracy(run, splits) for name, run in runs.items()}
     related = _relatedness(ranking, chosen, splits, config, val)
@@ -213,7 +213,7 @@ def run_auto(config: Config) -> AutoResult:
     strategy = decisions[-1].choice
     log.info("auto: training %s with %s (%d epochs)", best.name, strategy, epochs)
     head = "logistic" if strategy == "linear" else config.head
-    runs["transfer"] = api.fit(base.replace(strategy=strategy, head=head, out=str(folder / "transfer")))
+    runs["transfer"] = fit_run(base.replace(strategy=strategy, head=head, out=str(folder / "transfer")))
     val["transfer"] = val_accuracy(runs["transfer"], splits)
     negative = val["transfer"] <= val["scratch"]
     guard, recommended = _guard_decisions(val, negative, strategy)

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cvtransfer import api
+from cvtransfer.comparison import write_comparison
 from cvtransfer.config import Config
 from cvtransfer.data.demo import make_demo_domains
+from cvtransfer.engine.commands import fit_run
+from cvtransfer.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
         return {**options, "epochs": max(1, round(options["epochs"] * epochs_scale))}
 
     start = time.perf_counter()
-    source = api.fit(Config(data=str(domains["source"]), backbone=BACKBONE, weights="none", progress=progress,
+    source = fit_run(Config(data=str(domains["source"]), backbone=BACKBONE, weights="none", progress=progress,
                             out=str(out / "source"), report=False, **scaled(PRETRAIN)))
     log.info("source model: accuracy %.3f on source val in %.1fs", source.metrics["accuracy"],
              time.perf_counter() - start)
@@ -54,13 +56,13 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
     for name, options in STRATEGIES:
         settings = scaled({**TRANSFER, "weights": str(source.path / "model.safetensors"), **options})
         start = time.perf_counter()
-        run = api.fit(Config(data=str(domains["target"]), backbone=BACKBONE, progress=progress,
+        run = fit_run(Config(data=str(domains["target"]), backbone=BACKBONE, progress=progress,
                              out=str(out / name), report=False, **settings))
         rows.append({"strategy": name, "accuracy": run.metrics["accuracy"],
                      "seconds": time.perf_counter() - start, "run": str(run.path)})
         log.info("%s: target test accuracy %.3f", name, run.metrics["accuracy"])
     if report:
         for row in rows:
-            api.report(row["run"])
-        api.compare([row["run"] for row in rows], out / "compare.html")
+            write_report(row["run"])
+        write_comparison([row["run"] for row in rows], out / "compare.html")
     return rows

@@ -20,10 +20,12 @@ from lightning.pytorch.tuner import Tuner
 
 from cvtransfer.config import Config
 from cvtransfer.data.folders import discover
+from cvtransfer.engine.checks import default_run_dir
 from cvtransfer.engine.progress import quiet_libraries, use_progress_bar
+from cvtransfer.engine.runner import prepare
 from cvtransfer.engine.trainer import resolve_precision
+from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.evaluation.plots import plt, save_figure
-from cvtransfer.fitting import default_run_dir, prepare_training
 from cvtransfer.io import write_json
 
 log = logging.getLogger(__name__)
@@ -119,11 +121,12 @@ class _Recorder:
     loss of every batch, and Lightning's own "Finding best initial lr" bar turned off unless wanted."""
 
     def __init__(self, module: pl.LightningModule, show_bar: bool) -> None:
-        self.module, self.show_bar, self.losses = module, show_bar, []
+        self.module, self.show_bar = module, show_bar
+        self.losses: list[float] = []
 
     def on_train_start(self) -> None:
         if not self.show_bar:
-            for callback in self.module.trainer.callbacks:
+            for callback in getattr(self.module.trainer, "callbacks", []):
                 if hasattr(callback, "progress_bar_refresh_rate"):
                     callback.progress_bar_refresh_rate = 0
 
@@ -138,16 +141,19 @@ def lr_find(config: Config, min_lr: float = 1e-7, max_lr: float = 1.0, steps: in
     out.mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    if config.data is None:
+        raise ConfigError("lr-find needs DATA_DIR (data=)")
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
-    setup = prepare_training(config, splits)
-    module = setup.module(config, len(splits.classes))
+    setup = prepare(config, splits)
+    module = setup.module()
     show_bar = use_progress_bar(config.progress)
     recorder = _Recorder(module, show_bar)
     module.on_train_start = recorder.on_train_start  # type: ignore[method-assign]
     module.on_train_batch_end = recorder.on_train_batch_end  # type: ignore[method-assign]
     trainer = pl.Trainer(
         accelerator=config.accelerator, devices=1,
-        precision=resolve_precision(config.precision, config.accelerator), logger=False,
+        precision=resolve_precision(config.precision, config.accelerator),  # type: ignore[arg-type]  # a valid name
+        logger=False,
         enable_checkpointing=False, enable_progress_bar=show_bar, enable_model_summary=False,
         default_root_dir=out, max_epochs=steps,  # at least a batch per epoch: the search ends after ``steps``
     )
@@ -160,6 +166,8 @@ def lr_find(config: Config, min_lr: float = 1e-7, max_lr: float = 1.0, steps: in
     finally:
         for leftover in out.glob(".lr_find_*.ckpt"):
             leftover.unlink(missing_ok=True)
+    if finder is None:
+        raise CvTransferError("the LR range test did not run (Lightning returned no result)")
     lrs = list(finder.results["lr"])
     losses = recorder.losses[:len(lrs)]
     lrs = lrs[:len(losses)]

@@ -30,6 +30,7 @@ from cvtransfer.errors import ConfigError
 from cvtransfer.io import atomic_write_text
 from cvtransfer.models.factory import BuiltModel, build_model
 from cvtransfer.run import Run
+from cvtransfer.scores.base import ScoreInputs
 from cvtransfer.scores.transferability.base import SCORES
 from cvtransfer.scores.transferability.source import SourceClassifier, source_classifier
 
@@ -151,7 +152,7 @@ def _weights_label(weights: str) -> str:
 def extract(candidate: Candidate, samples: list[tuple[str, int]], num_classes: int, config: Config
             ) -> tuple[tuple[torch.Tensor, torch.Tensor], BuiltModel, float]:
     """(features, labels) of ``samples`` through the candidate's backbone, from the shared cache."""
-    from cvtransfer.fitting import pick_device
+    from cvtransfer.engine.devices import pick_device
 
     with torch.random.fork_rng(devices=[]):  # random init as ``fit`` makes it, so the cache key "none:...:seedN" holds
         torch.manual_seed(config.seed)
@@ -171,12 +172,7 @@ def compute_scores(features: torch.Tensor, labels: torch.Tensor, source: SourceC
                    ) -> dict[str, float]:
     """Every registered score; those reading source-class probabilities are NaN without a source classifier."""
     probs = source.probabilities(features) if source is not None else None
-    scores = {}
-    for name in SCORES:
-        score = SCORES.get(name)
-        inputs = features if score.uses == "features" else probs
-        scores[name] = math.nan if inputs is None else score.function(inputs, labels)
-    return scores
+    return SCORES.compute(ScoreInputs(features=features, labels=labels, source_probs=probs))
 
 
 def score_candidate(candidate: Candidate, splits: DatasetSplits, config: Config) -> CandidateScores:
@@ -220,9 +216,9 @@ def rank_backbones(config: Config, splits: DatasetSplits | None = None) -> Ranki
 
 def probe(candidate: Candidate, config: Config, out: Path) -> Run:
     """A logistic-regression probe of the candidate's frozen features (the feature cache is reused)."""
-    from cvtransfer import api  # api imports this module
+    from cvtransfer.engine.commands import fit_run
 
-    return api.fit(config.replace(backbone=candidate.backbone, weights=candidate.weights, strategy="linear",
+    return fit_run(config.replace(backbone=candidate.backbone, weights=candidate.weights, strategy="linear",
                                   head="logistic", backbones=None, validate=False, out=str(out)))
 
 

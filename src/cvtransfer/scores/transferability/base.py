@@ -8,37 +8,32 @@ better. No training is involved.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 
 from cvtransfer.errors import DataError
-from cvtransfer.registry import Registry
+from cvtransfer.scores.base import Scorer, ScorersOfKind, register
 
 Array = np.ndarray | torch.Tensor
 Inputs = Literal["features", "source_probs"]
 F = TypeVar("F", bound=Callable[..., float])
 
 
-@dataclass(frozen=True)
-class Score:
-    """A registered score: its function and what it reads (features, or source-class probabilities)."""
-
-    name: str
-    function: Callable[[Array, Array], float]
-    uses: Inputs = "features"
-
-
-SCORES: Registry[Score] = Registry("transferability score")
+SCORES = ScorersOfKind("transferability", "transferability score")
+Score = Scorer  # a transferability score is a Scorer of kind "transferability"
 
 
 def register_score(name: str, uses: Inputs = "features") -> Callable[[F], F]:
-    """Decorator registering ``function(inputs, labels) -> float`` as score ``name``."""
+    """Decorator registering ``function(inputs, labels) -> float`` as transferability score ``name``.
+
+    ``uses``: what ``inputs`` is, the backbone's ``features`` or the source classifier's ``source_probs``.
+    """
 
     def add(function: F) -> F:
-        SCORES.register(name)(Score(name, function, uses))
+        register(Scorer(name, "transferability", lambda s: function(getattr(s, uses), s.labels), "max",
+                        (uses, "labels")))
         return function
 
     return add

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import timm
@@ -56,7 +57,8 @@ def _imagenet_classifier(backbone: Backbone) -> nn.Module | None:
     """The pretrained hub model's classifier (the backbone itself was built without it)."""
     source, arch = resolve_name(backbone.name)
     if source == "timm":
-        return timm.create_model(arch, pretrained=True).get_classifier()
+        hub_model: Any = timm.create_model(arch, pretrained=True)  # every timm model has get_classifier()
+        return hub_model.get_classifier()
     model = torchvision.models.get_model(arch, weights=torchvision.models.get_model_weights(arch).DEFAULT)
     return last_linear(model)
 

@@ -1,0 +1,146 @@
+"""Batch streams: what one training step sees, and what validation reads.
+
+- :func:`labelled_stream`: batches of labelled images (``fit``), or of their cached backbone
+  features when the strategy trains only the head (linear probes);
+- :func:`paired_stream`: a source batch and an unlabelled target batch per step (``adapt``),
+  ``iters_per_epoch`` steps per epoch, cycling through the smaller domain.
+
+Each returns a :class:`Stream`: the training loader and the validation loaders in the order the
+module reads them (labelled validation, target selection sample, target test).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
+
+from cvtransfer.data.domains import DomainSplits, domain_dataset
+from cvtransfer.data.features import cached_features
+from cvtransfer.data.folders import DatasetSplits
+from cvtransfer.data.loaders import (
+    ImageDataset,
+    class_sample_weights,
+    default_workers,
+    feature_dataset,
+    make_loader,
+)
+from cvtransfer.data.transforms import Preprocessing, eval_transform, train_transform
+from cvtransfer.engine.devices import pick_device
+from cvtransfer.models.factory import BuiltModel
+
+if TYPE_CHECKING:
+    from cvtransfer.config import Config
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[str, int]
+
+
+@dataclass
+class Stream:
+    """The loaders of one run, and the cached features when the inputs are features."""
+
+    train: DataLoader[Any] | CombinedLoader
+    val: list[DataLoader[Any]]
+    train_labels: list[int]
+    train_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    val_features: tuple[torch.Tensor, torch.Tensor] | None = None
+    feature_seconds: float | None = None  # time to extract (or read from the cache) the features
+
+    @property
+    def paired(self) -> bool:
+        return isinstance(self.train, CombinedLoader)
+
+
+def labelled_stream(config: Config, splits: DatasetSplits, built: BuiltModel) -> Stream:
+    """Shuffled labelled images (``--balanced-sampler``: every class equally often) and the val split."""
+    workers = default_workers(config.num_workers)
+    num_classes = len(splits.classes)
+    labels = [y for _, y in splits.train]
+    pre = built.preprocessing
+    train = ImageDataset(splits.train, train_transform(pre, config.augment), config.max_image_pixels)
+    val = ImageDataset(splits.val, eval_transform(pre), config.max_image_pixels)
+    return Stream(
+        make_loader(train, config.batch_size, train=True, seed=config.seed, num_workers=workers, labels=labels,
+                    num_classes=num_classes, balanced=config.balanced_sampler),
+        [make_loader(val, config.batch_size, train=False, num_workers=workers)],
+        labels,
+    )
+
+
+def feature_stream(config: Config, splits: DatasetSplits, built: BuiltModel) -> Stream:
+    """The frozen backbone's features of the train and val splits, computed once (cached), as batches."""
+    workers = default_workers(config.num_workers)
+    extract: dict[str, Any] = dict(backbone=built.backbone.name, weights_id=built.weights_id,
+                                   cache_dir=config.cache_dir, batch_size=config.batch_size, num_workers=workers,
+                                   device=pick_device(config.accelerator), max_pixels=config.max_image_pixels)
+    start = time.perf_counter()
+    train = cached_features(built.model.backbone, splits.train, built.preprocessing, **extract)
+    val = cached_features(built.model.backbone, splits.val, built.preprocessing, **extract)
+    seconds = time.perf_counter() - start
+    log.info("features ready in %.1fs (%d dims)", seconds, train[0].shape[1])
+    labels = train[1].tolist()
+    return Stream(
+        make_loader(feature_dataset(*train), config.batch_size, train=True, seed=config.seed, labels=labels,
+                    num_classes=len(splits.classes), balanced=config.balanced_sampler),
+        [make_loader(feature_dataset(*val), config.batch_size, train=False)],
+        labels,
+        train_features=train,
+        val_features=val,
+        feature_seconds=seconds,
+    )
+
+
+def head_on_features(built: BuiltModel) -> nn.Module:
+    """What trains on cached features: the model's dropout and head."""
+    return nn.Sequential(built.model.dropout, built.model.head)
+
+
+def fixed_sample(samples: list[Sample], count: int, seed: int) -> list[Sample]:
+    """A fixed, seeded sample of at most ``count`` items, in their original order."""
+    if len(samples) <= count:
+        return list(samples)
+    chosen = sorted(random.Random(seed).sample(range(len(samples)), count))
+    return [samples[i] for i in chosen]
+
+
+def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
+                 balance: tuple[list[int], int] | None = None) -> DataLoader[Any]:
+    """Exactly ``iters_per_epoch`` batches per epoch, reshuffled; cycles through a small domain.
+
+    ``balance``: (labels, number of classes) to draw every class equally often (``--balanced-sampler``).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    draws = config.iters_per_epoch * config.batch_size
+    sampler: Sampler[int] = RandomSampler(dataset, num_samples=draws, generator=generator)
+    if balance is not None:
+        sampler = WeightedRandomSampler(class_sample_weights(*balance),  # type: ignore[arg-type]  # a Tensor works
+                                        num_samples=draws, replacement=True, generator=generator)
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preprocessing) -> Stream:
+    """Source + target training pairs; [source val, target selection sample, target test] for validation."""
+    workers = default_workers(config.num_workers)
+    train_tf, eval_tf = train_transform(preprocessing, config.augment), eval_transform(preprocessing)
+    pixels = config.max_image_pixels
+    labels = [y for _, y in splits.train]
+    train = CombinedLoader({
+        "source": _pair_loader(domain_dataset(splits.train, train_tf, pixels), config, config.seed, workers,
+                               balance=(labels, len(splits.classes)) if config.balanced_sampler else None),
+        "target": _pair_loader(domain_dataset(splits.target_train, train_tf, pixels), config, config.seed + 1,
+                               workers),
+    }, mode="min_size")
+    selection = fixed_sample(splits.target_train, config.selection_samples, config.seed)
+    val = [make_loader(domain_dataset(samples, eval_tf, pixels), config.batch_size, train=False, num_workers=workers)
+           for samples in (splits.val, selection, splits.target_test) if samples]
+    return Stream(train, val, labels)

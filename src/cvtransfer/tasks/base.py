@@ -1,0 +1,76 @@
+"""What a task is: what is predicted and how it is judged.
+
+A :class:`Task` is registered by name in ``TASKS`` and chosen with ``--task``. The engine, the run
+folder, evaluation, prediction and the report ask the task instead of assuming classes:
+
+- :meth:`Task.build_model`: the backbone (or an MLP on feature files) with the task's head;
+- :meth:`Task.criterion`: the task loss the engine minimises on labelled batches;
+- :meth:`Task.metric`: the torchmetrics metric logged as ``train_<metric_name>`` / ``val_<metric_name>``;
+- :meth:`Task.evaluate`: metrics.json from the model's outputs on the evaluation split;
+- :meth:`Task.prediction_rows`: what ``predict`` writes per input;
+- ``run_files`` and ``report_sections``: what the run folder and report.html hold.
+
+``classification`` is the first task; segmentation and detection are next, one file each.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from cvtransfer.registry import Registry
+
+if TYPE_CHECKING:
+    from cvtransfer.config import Config
+    from cvtransfer.models.factory import BuiltModel
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+class Task:
+    """Base of every task. Subclasses fill in every method and register in ``TASKS``."""
+
+    name: ClassVar[str] = ""
+    metric_name: ClassVar[str] = ""  # history.csv's train_<metric_name>, val_<metric_name>
+    run_files: ClassVar[tuple[str, ...]] = ()  # what a finished run folder holds besides config, history, model
+    report_sections: ClassVar[tuple[str, ...]] = ()  # report.html's section ids, in page order
+    options: ClassVar[type | None] = None  # a dataclass of opt() fields: this task's settings
+
+    def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,
+                    feature_width: int | None = None) -> BuiltModel:
+        """The network: ``config.backbone`` with ``weights`` (or, given ``feature_width``, an MLP on
+        feature rows), adapt's bottleneck of ``bottleneck_dim`` (0: none), and the task's head."""
+        raise NotImplementedError
+
+    def criterion(self, config: Config, class_weights: torch.Tensor | None = None) -> nn.Module:
+        """The training loss of a batch: ``criterion(outputs, targets)``."""
+        raise NotImplementedError
+
+    def metric(self, num_classes: int) -> Metric:
+        """A fresh torchmetrics metric for one split (train, val, target test)."""
+        raise NotImplementedError
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The model's outputs as what evaluation and prediction read (class probabilities, ...)."""
+        raise NotImplementedError
+
+    def evaluate(self, probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+        """metrics.json's content for the outputs ``probs`` of samples whose truth is ``targets``."""
+        raise NotImplementedError
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """One line for the console: the split and its headline metrics."""
+        raise NotImplementedError
+
+    def prediction_rows(self, paths: list[str], probs: torch.Tensor, classes: list[str],
+                        top_k: int = 1) -> list[dict[str, Any]]:
+        """predictions.csv's rows, one per input."""
+        raise NotImplementedError
+
+
+def get_task(name: str) -> Task:
+    """An instance of the task registered as ``name``."""
+    return TASKS.get(name)()
