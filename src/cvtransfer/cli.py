@@ -281,7 +281,8 @@ def rank(
 
 
 @app.command()
-@config_options(groups=TRAINING_GROUPS + (CHOOSE,), skip=POSITIONAL_FIELDS | {"backbone", "strategy", "head", "validate"})
+@config_options(groups=TRAINING_GROUPS + (CHOOSE,), skip=POSITIONAL_FIELDS | {"backbone", "strategy", "head", "loss",
+                                                                                 "validate"})
 def auto(
     data: Annotated[Path, typer.Argument(help="DATA_DIR or CSV.")],
     config: ConfigFile = None,

@@ -128,6 +128,10 @@ class CoreConfig:
                              ADAPT, 4)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # a repeatable option (--loss) given as a list: "a,b"
+            value = getattr(self, f.name)
+            if f.metadata.get("repeat") and isinstance(value, (list, tuple)):
+                setattr(self, f.name, ",".join(str(item) for item in value))
         validate(self)
 
     def replace(self, **changes: Any) -> Config:

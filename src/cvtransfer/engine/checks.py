@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvtransfer.errors import ConfigError
-from cvtransfer.losses import LOSSES, parse_loss_spec
+from cvtransfer.losses import LOSSES, LossTerm, parse_loss_spec
 from cvtransfer.strategies import get_strategy
 
 if TYPE_CHECKING:
@@ -46,12 +46,30 @@ def adaptation_config(values: dict[str, Any]) -> dict[str, Any]:
     return {**ADAPT_DEFAULTS, **values}
 
 
+def check_loss_terms(config: Config) -> None:
+    """Refuse ``--loss`` terms the run cannot honour: given twice, already the strategy's, or a staged method."""
+    names = [name for name, _ in parse_loss_spec(config.loss)]
+    strategy = get_strategy(config.strategy)
+    for name in names:
+        term = LOSSES.get(name)
+        if names.count(name) > 1 or name in {own for own, _ in strategy.terms}:
+            given = f"--strategy {config.strategy} already adds it" if names.count(name) == 1 else "it is given twice"
+            raise ConfigError(f"--loss {name}: {given}; give each loss term once")
+        if term.source_stage or term.attach is not LossTerm.attach or term.features is not LossTerm.features:
+            raise ConfigError(f"--loss {name} changes how the model is trained (its own stage, encoders or frozen "
+                              f"parts): use it as the method, --method {name}, not as an added term")
+    if names and strategy.uses_feature_cache and config.head in ("logistic", "svm"):
+        raise ConfigError(f"--loss does not apply to a scikit-learn head (--head {config.head}), which is fitted "
+                          "without a training loss: use --head linear, or leave out --loss")
+
+
 def check_fit_options(config: Config) -> None:
-    """Refuse, in one line, what ``fit`` cannot honour: a loss term that needs target images."""
+    """Refuse, in one line, what ``fit`` cannot honour: a loss term that needs target images, ..."""
     for name, _ in parse_loss_spec(config.loss):
         if LOSSES.get(name).needs_target:
             raise ConfigError(f"--loss {name} compares source and target images: use cvtransfer adapt with --target "
                               "(fit has labelled images only)")
+    check_loss_terms(config)
 
 
 def check_adapt_options(config: Config) -> None:
@@ -63,6 +81,11 @@ def check_adapt_options(config: Config) -> None:
     if get_strategy(config.strategy).uses_feature_cache:
         raise ConfigError(f"--strategy {config.strategy} trains on cached features, but adaptation must train "
                           "the features: use full, partial, gradual or l2sp")
+    if config.method in {name for name, _ in parse_loss_spec(config.loss)}:
+        raise ConfigError(f"--loss {config.method} is already the --method: give it once")
+    if config.mcc > 0 and "mcc" in {name for name, _ in parse_loss_spec(config.loss)}:
+        raise ConfigError("--mcc and --loss mcc add the same term: give it once")
+    check_loss_terms(config)
 
 
 def check_options(config: Config) -> None:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cvtransfer.data.transforms import batch_mixer
@@ -138,13 +137,17 @@ class TransferModule(pl.LightningModule):
         name = self.task.metric_name
         if dataloader_idx == VALIDATION:
             self.val_metric(logits, y)
+            # adapt's val_loss is the task's plain per-sample loss on the source split (DEV reads it too); fit's
+            # is the training criterion (class weights, label smoothing), which picks its best epoch
+            plain = self.task.sample_losses(logits, y) if self.config.target is not None else None
+            val_loss = plain.mean() if plain is not None else self.criterion(logits, y)
             # the best checkpoint is chosen on every rank's share, not rank 0's
-            self.log("val_loss", self.criterion(logits, y), on_epoch=True, prog_bar=True, batch_size=len(y),
-                     sync_dist=True, add_dataloader_idx=False)
+            self.log("val_loss", val_loss, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True,
+                     add_dataloader_idx=False)
             self.log(f"val_{name}", self.val_metric, on_epoch=True, prog_bar=True, batch_size=len(y),
                      add_dataloader_idx=False)
-            if self.config.target is not None:  # DEV reads the source validation features and losses
-                self._keep(VALIDATION, features=features, losses=F.cross_entropy(logits, y, reduction="none"))
+            if plain is not None:  # DEV reads the source validation features and losses
+                self._keep(VALIDATION, features=features, losses=plain)
         elif dataloader_idx == TARGET_SELECT:
             self._keep(TARGET_SELECT, features=features, probs=self.task.probabilities(logits))
         else:

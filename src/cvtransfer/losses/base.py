@@ -17,6 +17,7 @@ as an ``options`` dataclass (see ``cvtransfer.options``): adding a term is one f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -119,8 +120,8 @@ def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
             value = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError(f"--loss {item}: the weight after ':' must be a number, e.g. --loss {name}:0.1") from None
-        if value < 0:
-            raise ConfigError(f"--loss {item}: the weight must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--loss {item}: the weight must be a finite number >= 0")
         LOSSES.get(name)
         terms.append((name, value))
     return terms

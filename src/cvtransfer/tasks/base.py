@@ -49,6 +49,10 @@ class Task:
         """The training loss of a batch: ``criterion(outputs, targets)``."""
         raise NotImplementedError
 
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The unweighted loss of each sample (adapt's val_loss, and DEV's importance-weighted risk)."""
+        raise NotImplementedError
+
     def metric(self, num_classes: int) -> Metric:
         """A fresh torchmetrics metric for one split (train, val, target test)."""
         raise NotImplementedError

@@ -40,6 +40,9 @@ class Classification(Task):
     def criterion(self, config: Config, class_weights: torch.Tensor | None = None) -> nn.Module:
         return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=config.label_smoothing)
 
+    def sample_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(outputs, targets, reduction="none")
+
     def metric(self, num_classes: int) -> Metric:
         return MulticlassAccuracy(num_classes, average="micro")
 

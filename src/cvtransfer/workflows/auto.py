@@ -181,6 +181,9 @@ def run_auto(config: Config) -> AutoResult:
         raise ConfigError(f"{folder} already holds an auto run: choose another --out")
     if config.data is None:
         raise ConfigError("no data given: pass DATA_DIR (or data= in the config)")
+    if config.loss:
+        raise ConfigError("auto chooses the strategy and the loss terms that go with it: leave out --loss "
+                          "(or train the chosen backbone with cvtransfer fit --loss ...)")
     budget = BUDGETS[config.budget]
     backbones, decision = _candidates(config, budget)
     decisions = [decision]

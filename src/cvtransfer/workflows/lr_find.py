@@ -138,13 +138,13 @@ class _Recorder:
 def lr_find(config: Config, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100) -> dict[str, Any]:
     """Train ``steps`` batches at exponentially growing LRs; write lr_find.json and lr_find.png in ``out``."""
     out = Path(config.out) if config.out else default_run_dir(config, prefix="lr-find-")
-    out.mkdir(parents=True, exist_ok=True)
     quiet_libraries()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.data is None:
         raise ConfigError("lr-find needs DATA_DIR (data=)")
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     setup = prepare(config, splits)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data and options passed every check
     module = setup.module()
     show_bar = use_progress_bar(config.progress)
     recorder = _Recorder(module, show_bar)
