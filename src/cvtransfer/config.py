@@ -178,12 +178,12 @@ else:
 
 def help_text(field_: dataclasses.Field[Any]) -> str:
     """A setting's help with the registered names filled in ("{strategies}" -> "full, linear, ...")."""
-    from cvtransfer.losses import LOSSES, adaptation_methods
+    from cvtransfer.losses import LOSSES, adaptation_methods, addable
     from cvtransfer.scores.transferability import SCORES
     from cvtransfer.strategies import STRATEGIES
     from cvtransfer.tasks import TASKS
 
-    names = {"{tasks}": TASKS.names(), "{strategies}": STRATEGIES.names(), "{losses}": [n for n in LOSSES.names() if n != "source-only"],
+    names = {"{tasks}": TASKS.names(), "{strategies}": STRATEGIES.names(), "{losses}": [n for n in LOSSES.names() if addable(n)],
              "{methods}": adaptation_methods(), "{scores}": SCORES.names()}
     text = str(field_.metadata["help"])
     for token, values in names.items():

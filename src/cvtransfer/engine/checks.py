@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cvtransfer.errors import ConfigError
-from cvtransfer.losses import LOSSES, LossTerm, parse_loss_spec
+from cvtransfer.losses import LOSSES, addable, parse_loss_spec
 from cvtransfer.strategies import get_strategy
 
 if TYPE_CHECKING:
@@ -51,11 +51,10 @@ def check_loss_terms(config: Config) -> None:
     names = [name for name, _ in parse_loss_spec(config.loss)]
     strategy = get_strategy(config.strategy)
     for name in names:
-        term = LOSSES.get(name)
         if names.count(name) > 1 or name in {own for own, _ in strategy.terms}:
             given = f"--strategy {config.strategy} already adds it" if names.count(name) == 1 else "it is given twice"
             raise ConfigError(f"--loss {name}: {given}; give each loss term once")
-        if term.source_stage or term.attach is not LossTerm.attach or term.features is not LossTerm.features:
+        if not addable(name):
             raise ConfigError(f"--loss {name} changes how the model is trained (its own stage, encoders or frozen "
                               f"parts): use it as the method, --method {name}, not as an added term")
     if names and strategy.uses_feature_cache and config.head in ("logistic", "svm"):

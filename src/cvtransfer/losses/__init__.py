@@ -10,6 +10,7 @@ from cvtransfer.losses.base import (
     LossTerm,
     LossTerms,
     adaptation_methods,
+    addable,
     build_loss_terms,
     parse_loss_spec,
 )
@@ -18,5 +19,5 @@ from cvtransfer.registry import import_modules
 # The domain-adaptation methods in the order the help lists them, then every other module.
 import_modules(__name__, __path__, first=("base", "dan", "coral", "dann", "cdan", "adda", "mcc"))
 
-__all__ = ["LOSSES", "DomainLoss", "LossBatch", "LossTerm", "LossTerms", "adaptation_methods",
+__all__ = ["LOSSES", "DomainLoss", "LossBatch", "LossTerm", "LossTerms", "adaptation_methods", "addable",
            "build_loss_terms", "parse_loss_spec"]

@@ -111,6 +111,14 @@ def adaptation_methods() -> list[str]:
     return [name for name, term in LOSSES.items() if term.needs_target]
 
 
+def addable(name: str) -> bool:
+    """Whether term ``name`` can be added with ``--loss``: not a whole method of its own (a source stage,
+    its own encoders or frozen parts, as ADDA has; or source-only, which adds nothing)."""
+    term = LOSSES.get(name)
+    return name != "source-only" and not term.source_stage and term.attach is LossTerm.attach \
+        and term.features is LossTerm.features
+
+
 def parse_loss_spec(spec: str) -> list[tuple[str, float]]:
     """``"dann,mcc:0.1"`` (``--loss dann --loss mcc:0.1``) as [(name, weight)]; the weight defaults to 1."""
     terms = []
