@@ -7,6 +7,7 @@ these fields, so a setting added here is available everywhere at once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class CoreConfig:
     precision: Literal["auto", "32", "bf16", "16"] = opt("auto", "Numeric precision; auto = bf16 on a capable GPU, else 32.", TRAIN)
     early_stop: int = opt(0, "Stop after N epochs without improvement of --monitor (0 = off).", TRAIN, 0)
     monitor: Literal["val_loss", "val_accuracy"] = opt("val_loss", "Validation metric for the best checkpoint and early stopping.", TRAIN)
-    seed: int = opt(0, "Random seed (same seed, same numbers on CPU).", TRAIN)
+    seed: int = opt(0, "Random seed (same seed, same numbers on CPU).", TRAIN, 0, 2**32 - 1)
     accelerator: str = opt("auto", "Lightning accelerator: auto, cpu, gpu, mps.", TRAIN)
     devices: str = opt("auto", "Devices per node: auto, a count, or a list such as 0,1.", TRAIN)
     num_nodes: int = opt(1, "Nodes for distributed training (SLURM / torchrun).", TRAIN, 1)
@@ -217,6 +218,11 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         return str(value)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if base in (float, int) and isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+        try:
+            return base(value)
+        except ValueError:
+            return value  # validate() names the option and the value
     return value
 
 
@@ -246,11 +252,31 @@ def validate(config: CoreConfig) -> None:
             continue
         if not _is_instance(value, base):
             raise ConfigError(f"{flag} must be a {base.__name__}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, not {value}")
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
             raise ConfigError(f"{flag} must be {bounds}, not {value}")
     validate_names(config)
+    validate_combinations(config)
+
+
+def validate_combinations(config: CoreConfig) -> None:
+    """Values that are fine alone but not together, or outside what a bound can say."""
+    if config.lr <= 0:
+        raise ConfigError(f"--lr must be > 0, not {config.lr}")
+    if config.val_split + config.test_split >= 0.95:
+        raise ConfigError(f"--val-split {config.val_split} and --test-split {config.test_split} leave less than 5% "
+                          "of the data for training: lower them")
+    devices = config.devices.replace(" ", "")
+    if (devices != "auto" and not all(part.isdigit() for part in devices.split(",") if part)) or devices in ("", ","):
+        raise ConfigError(f"--devices must be auto, a count such as 2, or a list such as 0,1, not '{config.devices}'")
+    known = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "deepspeed", "dp", "single_device")
+    if config.distributed not in known and not config.distributed.startswith(("ddp_", "deepspeed_", "fsdp_")):
+        raise unknown_name("--distributed strategy", config.distributed, known)
+    if config.accelerator not in ("auto", "cpu", "gpu", "cuda", "mps", "tpu"):
+        raise unknown_name("--accelerator", config.accelerator, ("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
 
 
 def validate_names(config: CoreConfig) -> None:

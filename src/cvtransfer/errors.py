@@ -14,6 +14,10 @@ class ConfigError(CvTransferError):
     """An option or config file value is invalid."""
 
 
+class TrainingDiverged(CvTransferError):
+    """The loss became NaN or infinite: the run stops, keeping its last good checkpoint."""
+
+
 class DataError(CvTransferError):
     """The dataset cannot be used as given (missing folder, empty class, unreadable file...)."""
 

@@ -88,6 +88,10 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str |
     """None when ``path`` decodes as an image, else the reason it cannot be used."""
     if not is_image_file(path):
         return f"not an image file extension ({Path(path).suffix or 'none'})"
+    if not Path(path).exists():
+        return "does not exist"
+    if not Path(path).is_file():  # a FIFO, socket or device would block the reader for ever
+        return "not a regular file"
     try:
         image = _open_checked(path, max_pixels)
         image.draft("RGB", (64, 64))  # JPEG decodes at reduced size: a full check, faster

@@ -103,7 +103,9 @@ def make_loader(
         sampler=sampler,
         generator=generator,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        # a training loader's workers start afresh each epoch, seeded from its generator: what an exact resume
+        # restores (persistent workers would carry their random state from epoch to epoch instead)
+        persistent_workers=num_workers > 0 and not train,
         pin_memory=torch.cuda.is_available(),
         drop_last=train and drop_last_for(len(cast(Sized, dataset)), batch_size),
     )

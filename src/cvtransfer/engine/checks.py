@@ -62,8 +62,24 @@ def check_loss_terms(config: Config) -> None:
                           "without a training loss: use --head linear, or leave out --loss")
 
 
+def check_strategy_options(config: Config) -> None:
+    """Refuse options the strategy would ignore: a head solver without the linear probe, augmentation of
+    cached features."""
+    strategy = get_strategy(config.strategy)
+    if config.head != "linear" and not strategy.uses_feature_cache:
+        raise ConfigError(f"--head {config.head} fits a scikit-learn classifier on cached features: it needs "
+                          f"--strategy linear, not {config.strategy}")
+    if strategy.uses_feature_cache:
+        for flag, value, default in (("--augment", config.augment, "light"), ("--mixup", config.mixup, 0.0),
+                                     ("--cutmix", config.cutmix, 0.0)):
+            if value != default and not (flag == "--augment" and value == "none"):
+                raise ConfigError(f"{flag} {value} does not apply to --strategy {config.strategy}: its features are "
+                                  "computed once, without augmentation; leave it out, or use --strategy partial")
+
+
 def check_fit_options(config: Config) -> None:
     """Refuse, in one line, what ``fit`` cannot honour: a loss term that needs target images, ..."""
+    check_strategy_options(config)
     for name, _ in parse_loss_spec(config.loss):
         if LOSSES.get(name).needs_target:
             raise ConfigError(f"--loss {name} compares source and target images: use cvtransfer adapt with --target "
@@ -85,6 +101,7 @@ def check_adapt_options(config: Config) -> None:
     if config.mcc > 0 and "mcc" in {name for name, _ in parse_loss_spec(config.loss)}:
         raise ConfigError("--mcc and --loss mcc add the same term: give it once")
     check_loss_terms(config)
+    check_strategy_options(config)
 
 
 def check_options(config: Config) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from cvtransfer.engine import runner
 from cvtransfer.engine.checks import check_adapt_options, check_options, default_adapt_dir, default_run_dir
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.engine.progress import console_logging
+from cvtransfer.engine.run_lock import locked
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, check_devices
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.evaluation.history import read_history
@@ -34,8 +35,7 @@ def fit_run(config: Config, callbacks: Sequence[pl.Callback] = ()) -> Run:
     if config.target is not None:
         raise ConfigError("fit trains on labelled images only: use cvtransfer adapt for a --target domain")
     check_options(config)  # before the run folder exists
-    config, run_dir, existing = new_run_folder(config, default_run_dir(config))
-    with no_half_made_run(run_dir, existing):
+    with new_run_folder(config, default_run_dir(config)) as (config, run_dir):
         return runner.run(config, run_dir, list(callbacks))
 
 
@@ -44,8 +44,7 @@ def adapt_run(config: Config, callbacks: Sequence[pl.Callback] = ()) -> Run:
     if config.target is None or config.data is None:
         raise ConfigError("adapt needs the source (data=/--source) and the target (target=/--target)")
     check_adapt_options(config)  # before the run folder exists
-    config, run_dir, existing = new_run_folder(config, default_adapt_dir(config))
-    with no_half_made_run(run_dir, existing):
+    with new_run_folder(config, default_adapt_dir(config)) as (config, run_dir):
         return runner.run(config, run_dir, list(callbacks))
 
 
@@ -59,12 +58,14 @@ def resume_run(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **ove
     config = Config.load(run_dir / "config.yaml", **overrides)
     check_devices(config)
     check_options(config)
-    if is_main_process():
-        config.save(run_dir / "config.yaml")
-    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
-    if not last.is_file():
-        log.warning("%s has no checkpoint yet: starting its training from the beginning", run_dir)
-    return runner.run(config, run_dir, list(callbacks), resume_from=last if last.is_file() else None)
+    with locked(run_dir) if is_main_process() else nullcontext():
+        if is_main_process():
+            remove_partial_files(run_dir)
+            config.save(run_dir / "config.yaml")
+        last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+        if not last.is_file():
+            log.warning("%s has no checkpoint yet: starting its training from the beginning", run_dir)
+        return runner.run(config, run_dir, list(callbacks), resume_from=last if last.is_file() else None)
 
 
 # What a resumed run may change: how long it trains, where and how it runs, what it writes. Anything else
@@ -87,22 +88,43 @@ def check_resume_overrides(run_dir: Path, overrides: dict[str, Any]) -> None:
         raise ConfigError(f"{run_dir} has already trained {done} epochs: --epochs must be at least {done}")
 
 
-def new_run_folder(config: Config, default: Path) -> tuple[Config, Path, set[Path] | None]:
-    """The run folder (``config.out``, else ``default``), created with its config.yaml; refused if it holds a run.
+def remove_partial_files(run_dir: Path) -> None:
+    """Delete what killed atomic writes left behind (``.<name>.<random>.tmp``, a checkpoint's size each).
 
-    Also returns what the folder held before (None: it did not exist), for :func:`no_half_made_run`.
+    Called with the folder's lock held: no other command is writing there.
+    """
+    for leftover in run_dir.rglob(".*.tmp"):
+        if leftover.is_file():
+            log.info("removing %s, left by an interrupted write", leftover)
+            leftover.unlink(missing_ok=True)
+
+
+@contextmanager
+def new_run_folder(config: Config, default: Path) -> Iterator[tuple[Config, Path]]:
+    """The run folder (``config.out``, else ``default``), locked and given its config.yaml, for the block.
+
+    Refused if it holds a run or another command holds it; undone (:func:`no_half_made_run`) when a user
+    error stops the block before any checkpoint exists.
     """
     run_dir = Path(config.out) if config.out else default
     config = config.replace(out=str(run_dir))
     console_logging()
     check_devices(config)  # before the folder exists: a refused run leaves nothing behind
+    if not is_main_process():  # under torchrun, rank 0 makes and locks the folder
+        yield config, run_dir
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file: choose a folder")
     existing = set(run_dir.iterdir()) if run_dir.is_dir() else None
-    if is_main_process():
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {run_dir} cannot be created ({err.strerror}): choose another folder") from None
+    with locked(run_dir), no_half_made_run(run_dir, existing):
         if (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
-    return config, run_dir, existing
+        yield config, run_dir
 
 
 @contextmanager

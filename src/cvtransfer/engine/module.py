@@ -23,6 +23,7 @@ from torch import nn
 
 from cvtransfer.data.transforms import batch_mixer
 from cvtransfer.engine.schedule import build_optimizer, build_scheduler
+from cvtransfer.errors import TrainingDiverged
 from cvtransfer.losses.base import LossBatch, LossTerms
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.scores.selection import SELECTION_SCORES, ScoreInputs, compute_scores
@@ -122,6 +123,10 @@ class TransferModule(pl.LightningModule):
             loss = task_loss + extra
             for name, value in metrics.items():
                 self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        if not torch.isfinite(loss.detach()):  # before the epoch's checkpoint overwrites the last good one
+            raise TrainingDiverged(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch + 1}, "
+                                   f"step {self.global_step + 1}: lower --lr (now {self.lr:g}) or set --grad-clip; the "
+                                   "last finished epoch's checkpoint is kept (checkpoints/last.ckpt)")
         if paired:
             self.log("train_ce", task_loss.detach(), on_step=False, on_epoch=True, batch_size=size)
         self.train_metric(logits.detach(), y)

@@ -30,6 +30,7 @@ from cvtransfer.engine.devices import is_main_process, pick_device
 from cvtransfer.engine.domain_shift import SHIFT_FILE, measure_after, measure_before, shift_spaces
 from cvtransfer.engine.history import write_history
 from cvtransfer.engine.module import TransferModule, history_columns
+from cvtransfer.engine.random_state import RandomState, loader_generators
 from cvtransfer.engine.splits import SPLITS_FILE, load_domain_splits, load_splits
 from cvtransfer.engine.streams import Stream, feature_stream, head_on_features, labelled_stream, paired_stream
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
@@ -128,18 +129,25 @@ def train(config: Config, run_dir: Path, splits: Splits, callbacks: list[pl.Call
     if isinstance(splits, DomainSplits) and is_main_process() and resume_from is None:
         shift = {"spaces": shift_spaces(config, splits), **measure_before(prepared.built, splits, config)}
         write_json(run_dir / SHIFT_FILE, shift)
+    if isinstance(splits, DomainSplits):
+        # measure_before leaves the network in channels-last layout, in which adaptation has always trained;
+        # a resumed run (which does not measure) must train in the same layout to repeat the same numbers
+        prepared.built.model.to(memory_format=torch.channels_last)
     module = prepared.module()
     monitor = None
     if prepared.paired:
         metric = None if config.select_by == "none" else f"val_{config.select_by}"
         monitor = (metric, "max" if metric is None else SELECTION_SCORES.get(config.select_by).mode)
-    trainer = build_trainer(config, run_dir, prepared.strategy.callbacks() + list(callbacks or []),
+    random_state = RandomState([])  # exact resume: the generators' state travels in the checkpoints
+    trainer = build_trainer(config, run_dir, [random_state, *prepared.strategy.callbacks(), *(callbacks or [])],
                             extra_metrics=history_columns(prepared.task, prepared.loss_terms, prepared.paired),
                             monitor=monitor)
     val: Any = prepared.stream.val
     if isinstance(prepared.stream.train, DataLoader):
         prepared.stream.train = for_world_size(prepared.stream.train, trainer.world_size)
         val = val[0]
+    # the generators of the loader Lightning will iterate: what a resumed run must restore
+    random_state.generators = loader_generators(prepared.stream.train)
     trainer.fit(module, prepared.stream.train, val, ckpt_path=resume_from, weights_only=True)
     if trainer.is_global_zero:
         best = run_dir / CHECKPOINT_DIR / "best.ckpt"

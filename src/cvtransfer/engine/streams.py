@@ -124,8 +124,9 @@ def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
     if balance is not None:
         sampler = WeightedRandomSampler(class_sample_weights(*balance),  # type: ignore[arg-type]  # a Tensor works
                                         num_samples=draws, replacement=True, generator=generator)
+    # workers start afresh each epoch, seeded from the generator: what an exact resume restores
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available())
 
 
 def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preprocessing) -> Stream:

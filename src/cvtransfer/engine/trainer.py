@@ -40,6 +40,9 @@ def check_devices(config: Config) -> None:
 
     Each process trains a full replica of the model; more of them than cores only slows training down.
     """
+    if config.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--accelerator {config.accelerator}: this machine has no CUDA GPU that torch can use: "
+                          "use --accelerator auto or cpu")
     gpu = config.accelerator == "auto" and torch.cuda.is_available()
     if config.accelerator not in ("cpu", "auto") or gpu:
         return

@@ -216,7 +216,8 @@ def run_auto(config: Config) -> AutoResult:
     strategy = decisions[-1].choice
     log.info("auto: training %s with %s (%d epochs)", best.name, strategy, epochs)
     head = "logistic" if strategy == "linear" else config.head
-    runs["transfer"] = fit_run(base.replace(strategy=strategy, head=head, out=str(folder / "transfer")))
+    cached = {"augment": "none", "mixup": 0.0, "cutmix": 0.0} if strategy == "linear" else {}  # cached features
+    runs["transfer"] = fit_run(base.replace(strategy=strategy, head=head, out=str(folder / "transfer"), **cached))
     val["transfer"] = val_accuracy(runs["transfer"], splits)
     negative = val["transfer"] <= val["scratch"]
     guard, recommended = _guard_decisions(val, negative, strategy)

@@ -219,7 +219,7 @@ def probe(candidate: Candidate, config: Config, out: Path) -> Run:
     from cvtransfer.engine.commands import fit_run
 
     return fit_run(config.replace(backbone=candidate.backbone, weights=candidate.weights, strategy="linear",
-                                  head="logistic", loss="", backbones=None, validate=False, out=str(out)))
+                                  head="logistic", loss="", augment="none", mixup=0.0, cutmix=0.0, backbones=None, validate=False, out=str(out)))
 
 
 def safe_name(name: str) -> str:
