@@ -195,7 +195,7 @@ def test_imbalance_options_run(tmp_path: Path) -> None:
 
 
 def test_early_stopping_stops(split_dir: Path, tmp_path: Path) -> None:
-    run = cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=30, early_stop=1, lr=0.0,
+    run = cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", epochs=30, early_stop=1, lr=1e-12,
                                      monitor="val_accuracy"))
     assert len(run.history) < 30
 

@@ -251,14 +251,31 @@ def _quiet_libraries() -> None:
     quiet_libraries()
 
 
+# click's error classes, whichever click typer uses (its own copy since typer 0.20): one-line messages
+_CLICK_ERRORS: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     """Entry point: one-line errors for problems the user can fix, tracebacks only for bugs."""
     _quiet_libraries()
     try:
-        app()
+        code = app(standalone_mode=False)  # click's usage errors come back here, to be printed on one line
     except CvTransferError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except _CLICK_ERRORS as err:  # a bad option value, an unknown option or command, a missing argument
+        if type(err).__name__ == "NoArgsIsHelpError":  # the help is printed: nothing went wrong
+            sys.exit(0)
+        ctx = getattr(err, "ctx", None)
+        where = f" (cvtransfer {ctx.info_name})" if ctx is not None and ctx.parent is not None else ""
+        formatter = getattr(err, "format_message", None)
+        message = " ".join((formatter() if formatter is not None else str(err)).split())
+        typer.echo(f"error: {message}{where}; see --help", err=True)
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C outside a training command
+        sys.exit(130)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 RANK_SKIP = POSITIONAL_FIELDS | {

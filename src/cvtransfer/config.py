@@ -83,7 +83,7 @@ class CoreConfig:
     precision: Literal["auto", "32", "bf16", "16"] = opt("auto", "Numeric precision; auto = bf16 on a capable GPU, else 32.", TRAIN)
     early_stop: int = opt(0, "Stop after N epochs without improvement of --monitor (0 = off).", TRAIN, 0)
     monitor: Literal["val_loss", "val_accuracy"] = opt("val_loss", "Validation metric for the best checkpoint and early stopping.", TRAIN)
-    seed: int = opt(0, "Random seed (same seed, same numbers on CPU).", TRAIN, 0, 2**32 - 1)
+    seed: int = opt(0, "Random seed (same seed, same numbers on CPU).", TRAIN, 0, 2**31 - 1)
     accelerator: str = opt("auto", "Lightning accelerator: auto, cpu, gpu, mps.", TRAIN)
     devices: str = opt("auto", "Devices per node: auto, a count, or a list such as 0,1.", TRAIN)
     num_nodes: int = opt(1, "Nodes for distributed training (SLURM / torchrun).", TRAIN, 1)
@@ -233,6 +233,9 @@ def non_optional(hint: Any) -> Any:
     return hint
 
 
+MAX_INT = 2**31 - 1  # what the libraries below (islice, torch sizes) take without overflowing
+
+
 def validate(config: CoreConfig) -> None:
     """Check every field's type, choices and bounds; raise ConfigError naming the option."""
     hints = field_types()
@@ -254,6 +257,8 @@ def validate(config: CoreConfig) -> None:
             raise ConfigError(f"{flag} must be a {base.__name__}, not {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{flag} must be a finite number, not {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise ConfigError(f"{flag} {value} is out of range: at most {MAX_INT}")
         low, high = f.metadata.get("min"), f.metadata.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f">= {low}"
@@ -272,6 +277,8 @@ def validate_combinations(config: CoreConfig) -> None:
     devices = config.devices.replace(" ", "")
     if (devices != "auto" and not all(part.isdigit() for part in devices.split(",") if part)) or devices in ("", ","):
         raise ConfigError(f"--devices must be auto, a count such as 2, or a list such as 0,1, not '{config.devices}'")
+    if devices.isdigit() and int(devices) == 0:
+        raise ConfigError("--devices 0 trains on no device: give a count of 1 or more, a list such as 0,1, or auto")
     known = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "deepspeed", "dp", "single_device")
     if config.distributed not in known and not config.distributed.startswith(("ddp_", "deepspeed_", "fsdp_")):
         raise unknown_name("--distributed strategy", config.distributed, known)
