@@ -274,8 +274,7 @@ def main() -> None:
         sys.exit(2)
     except typer.Abort:  # Ctrl-C outside a training command
         sys.exit(130)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode: always an exit status
 
 
 RANK_SKIP = POSITIONAL_FIELDS | {
