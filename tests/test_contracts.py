@@ -35,7 +35,7 @@ from cvtransfer.scores.transferability import SCORES
 from cvtransfer.strategies import STRATEGIES
 from cvtransfer.tasks import TASKS
 from tests.conftest import tiny_config, write_split_folders
-from tests.losses.conftest import adapt_config, write_domain
+from tests.losses.conftest import adapt_config, write_domains
 from tests.test_cli import TINY, run_cli
 
 
@@ -127,11 +127,7 @@ def test_strategy_contract(name: str, fit_once: Callable[..., tuple[cvtransfer.R
 # -- loss terms: on adapt (--method) when they compare source and target, else on fit (--loss)
 @pytest.fixture
 def small_domains(tmp_path: Path) -> tuple[Path, Path]:
-    source, target = tmp_path / "source", tmp_path / "target"
-    write_domain(source, 6, seed=0, background=(0, 70))
-    write_domain(target / "train", 5, seed=1, background=(120, 230))
-    write_domain(target / "test", 3, seed=2, background=(120, 230))
-    return source, target
+    return write_domains(tmp_path, 6, 5, 3)
 
 
 @pytest.mark.parametrize("name", LOSSES.names())

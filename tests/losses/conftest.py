@@ -25,14 +25,19 @@ def write_domain(folder: Path, per_class: int, seed: int, background: tuple[int,
             Image.fromarray(pixels).save(folder / name / f"{name}_{i}.png")
 
 
+def write_domains(root: Path, source: int, target_train: int, target_test: int) -> tuple[Path, Path]:
+    """(source class folders, target with train/ and test/ class folders), the given images per class."""
+    source_dir, target = root / "source", root / "target"
+    write_domain(source_dir, source, seed=0, background=(0, 70))
+    write_domain(target / "train", target_train, seed=1, background=(120, 230))
+    write_domain(target / "test", target_test, seed=2, background=(120, 230))
+    return source_dir, target
+
+
 @pytest.fixture
 def domains(tmp_path: Path) -> tuple[Path, Path]:
     """(source class folders, target with train/ and test/ class folders)."""
-    source, target = tmp_path / "source", tmp_path / "target"
-    write_domain(source, 12, seed=0, background=(0, 70))
-    write_domain(target / "train", 10, seed=1, background=(120, 230))
-    write_domain(target / "test", 5, seed=2, background=(120, 230))
-    return source, target
+    return write_domains(tmp_path, 12, 10, 5)
 
 
 def adapt_config(source: Path, target: Path, out: Path, **options: object):

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from cvtransfer.data.folders import discover
 from cvtransfer.engine.runner import train
 from cvtransfer.models.factory import build_model
 from cvtransfer.strategies import STRATEGIES
 from tests.conftest import tiny_config
-
-
-@pytest.fixture
-def start_weights(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "start.safetensors"
-    save_file(timm.create_model("tinycnn", num_classes=0).state_dict(), path)
-    return path
 
 
 def test_only_backbone_biases_and_the_head_train(split_dir: Path, tmp_path: Path, start_weights: Path) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from cvtransfer.data.folders import discover
 from cvtransfer.engine.runner import train
@@ -23,14 +22,6 @@ CASES = {
     "l2sp": ({}, set()),
     "bitfit": ({}, set()),  # every group's biases train (tests/strategies/test_bitfit.py: only they do)
 }
-
-
-@pytest.fixture
-def start_weights(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "start.safetensors"
-    save_file(timm.create_model("tinycnn", num_classes=0).state_dict(), path)
-    return path
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
