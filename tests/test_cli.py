@@ -97,7 +97,7 @@ def test_wrong_class_set_on_evaluate(split_dir: Path, tmp_path: Path, monkeypatc
 
 def test_backbones_lists_names_with_sizes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(["backbones", "convnext_t*"], monkeypatch, capsys)
-    assert code == 0 and "convnext_tiny" in out and "27.82M  224" in out
+    assert code == 0 and "convnext_tiny" in out and "27.82M    224" in out
     code, out, _ = run_cli(["backbones"], monkeypatch, capsys)
     assert "vit_small_patch16_224" in out and "tv/resnet50" in out
 

@@ -85,3 +85,30 @@ def test_a_fifo_among_the_images_is_skipped_not_waited_for(tmp_path: Path) -> No
     assert fifo not in list(list_files(tmp_path / "data"))
     assert check_image(fifo) == "not a regular file"  # a CSV may list it: refused, never opened
     assert check_image(tmp_path / "missing.png") == "does not exist"
+
+
+def test_out_inside_the_data_is_refused(split_dir: Path) -> None:
+    before = sorted(split_dir.rglob("*"))
+    for out in (split_dir / "runs" / "first", split_dir / "train" / "a" / "run"):
+        with pytest.raises(ConfigError, match="is inside the data folder"):
+            cvtransfer.fit(tiny_config(split_dir, out))
+    assert sorted(split_dir.rglob("*")) == before
+
+
+def test_a_weights_file_of_only_wrong_shapes_is_not_loaded(split_dir: Path, tmp_path: Path) -> None:
+    """BatchNorm's step counters have the same shape in every model: they must not count as a match."""
+    import torch
+    from safetensors.torch import save_file
+
+    from cvtransfer.models.backbones import create_backbone
+
+    state = create_backbone("resnet18", pretrained=False).module.state_dict()
+    wrong = {key: (value if key.endswith("num_batches_tracked") else torch.zeros(*value.shape, 2))
+             for key, value in state.items()}
+    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    from cvtransfer.errors import WeightsError
+
+    with pytest.raises(WeightsError, match=r"no tensor of .*wrong\.safetensors matches backbone 'resnet18'"):
+        cvtransfer.fit(tiny_config(split_dir, tmp_path / "run", backbone="resnet18",
+                                   weights=str(tmp_path / "wrong.safetensors"), allow_partial_weights=True))
+    assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ from cvtransfer.api import (
     fit,
     lr_find,
     predict,
+    pretrained,
     rank,
     resume,
     shift,
@@ -22,5 +23,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "adapt", "auto", "backbones", "compare", "evaluate", "fit", "lr_find", "predict", "rank", "report", "resume", "shift",
+    "adapt", "auto", "backbones", "compare", "evaluate", "fit", "lr_find", "predict", "pretrained", "rank", "report", "resume", "shift",
 ]

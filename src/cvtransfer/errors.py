@@ -22,6 +22,10 @@ class DataError(CvTransferError):
     """The dataset cannot be used as given (missing folder, empty class, unreadable file...)."""
 
 
+class DiskFull(CvTransferError):
+    """A file could not be written for lack of space: earlier files are intact."""
+
+
 class WeightsError(CvTransferError):
     """Weights cannot be found, downloaded or loaded."""
 

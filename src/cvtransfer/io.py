@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cvtransfer.errors import DiskFull
+
+# Below this much free space a failed write is taken for a full disk: torch.save reports one as a
+# RuntimeError of its zip writer, without an errno.
+LOW_SPACE_BYTES = 16 * 2**20
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if is_disk_full(err, path.parent):
+            raise disk_full(path) from None
+        raise
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+
+
+def is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether ``err``, raised while writing in ``folder``, comes from a full disk (or quota)."""
+    if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
+def disk_full(path: Path) -> DiskFull:
+    return DiskFull(f"the disk is full: {path} could not be written; free space, then run the command again "
+                    "(a run with a checkpoint continues with --resume RUN_DIR; nothing written before was lost)")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -28,11 +28,12 @@ from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import announce_run_folder
-from cvtransfer.errors import CvTransferError, DataError
+from cvtransfer.errors import CvTransferError, DataError, WeightsError
 from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
 from cvtransfer.io import atomic_write_text, read_json, write_json
 from cvtransfer.models.factory import rebuild_model
+from cvtransfer.models.metadata import require_run_metadata
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE, read_state_dict
 from cvtransfer.tasks import Task, get_task
@@ -115,8 +116,14 @@ class Run:
         if not path.is_file():
             raise CvTransferError(f"{path} is missing: the run has not finished (resume it with --resume)")
         state, metadata = read_state_dict(path)
+        require_run_metadata(metadata, path)
         model = rebuild_model(metadata, len(metadata["classes"]), self.config.backbone)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise WeightsError(f"{path}: its tensors do not fit the model its metadata describes "
+                               f"({str(err).splitlines()[-1].strip()}): pass the model.safetensors of a finished run"
+                               ) from None
         return model.eval(), Preprocessing.from_dict(metadata["preprocessing"])
 
     @property
@@ -254,9 +261,10 @@ def _model_metadata(run: Run) -> dict[str, Any]:
 
     try:
         with safe_open(str(run.path / MODEL_FILE), framework="pt") as handle:
-            return dict(json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}")))
+            metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
     except Exception:
         return {}
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def feature_input(config: Config) -> bool:

@@ -10,7 +10,9 @@ Three layouts are accepted:
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -80,7 +82,8 @@ def discover(
         listed = _read_split_folders(root)
     else:
         listed = {"train": _read_class_folders(root)}
-    splits = _label_and_filter(listed, max_pixels)
+    splits = _label_and_filter(_check_listed_once(listed), max_pixels)
+    _refuse_unusable_splits(listed, splits, root)
     _split_missing(splits, val_split, test_split, seed, require_val)
     check_classes(splits, root)
     return splits
@@ -111,20 +114,65 @@ def _read_class_folders(folder: Path) -> dict[str, list[str]]:
 
 
 def _read_csv(path: Path) -> dict[str, dict[str, list[str]]]:
+    """split -> label -> files of a ``path,label[,split]`` CSV (header names in any case, UTF-8 with or
+    without BOM, else Latin-1 with a warning)."""
+    rows = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    columns = {name.strip().lower(): name for name in rows.fieldnames or [] if name}
+    if not {"path", "label"} <= set(columns):
+        raise DataError(f"{path} must have a header with columns path,label (and optionally split), "
+                        f"not {','.join(rows.fieldnames or []) or 'an empty first line'}")
     listed: dict[str, dict[str, list[str]]] = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{path} must have a header with columns path,label (and optionally split)")
-        for row_number, row in enumerate(reader, start=2):
-            split = (row.get("split") or "train").strip().lower()
-            split = "val" if split in VAL_ALIASES else split
-            if split not in SPLIT_NAMES:
-                raise DataError(f"{path} line {row_number}: split must be train, val or test, not '{split}'")
-            file = Path(row["path"].strip())
-            file = file if file.is_absolute() else path.parent / file
-            listed.setdefault(split, {}).setdefault(row["label"].strip(), []).append(str(file))
+    for row_number, row in enumerate(rows, start=2):
+        if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
+            continue  # a blank line
+        file_text, label = ((row.get(columns[key]) or "").strip() for key in ("path", "label"))
+        if not file_text or not label:
+            missing = "path" if not file_text else "label"
+            raise DataError(f"{path} line {row_number}: no {missing}: give every row a path and a label")
+        split = (row.get(columns.get("split", "")) or "train").strip().lower()
+        split = "val" if split in VAL_ALIASES else split
+        if split not in SPLIT_NAMES:
+            raise DataError(f"{path} line {row_number}: split must be train, val or test, not '{split}'")
+        file = Path(file_text)
+        file = file if file.is_absolute() else path.parent / file
+        listed.setdefault(split, {}).setdefault(label, []).append(str(file))
     return listed
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        log.warning("%s is not UTF-8: read as Latin-1 (save it as UTF-8 if names look wrong)", path)
+        return data.decode("latin-1")
+
+
+def _check_listed_once(listed: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+    """Refuse a file under two labels or in two splits (leakage); keep one copy of a file listed twice."""
+    seen: dict[str, tuple[str, str]] = {}
+    repeated = 0
+    kept: dict[str, dict[str, list[str]]] = {}
+    for split, by_class in listed.items():
+        for label, files in by_class.items():
+            for file in files:
+                key = os.path.realpath(file)
+                if key in seen:
+                    if seen[key] != (split, label):
+                        before = seen[key]
+                        where = (f"under labels '{before[1]}' and '{label}'" if before[0] == split
+                                 else f"in the {before[0]} and {split} splits (leakage)")
+                        raise DataError(f"{file} is listed {where}: list each image once")
+                    repeated += 1
+                    continue
+                seen[key] = (split, label)
+                kept.setdefault(split, {}).setdefault(label, []).append(file)
+    if repeated:
+        log.warning("%d file(s) listed more than once: each is used once", repeated)
+    for split, by_class in listed.items():  # keep the splits and classes even when all their files repeat
+        for label in by_class:
+            kept.setdefault(split, {}).setdefault(label, [])
+    return kept
 
 
 def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int) -> DatasetSplits:
@@ -152,6 +200,15 @@ def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int) 
     if skipped:
         log.warning("skipped %d unusable file(s) (unreadable or not images)", len(skipped))
     return DatasetSplits(classes=train_classes, skipped=skipped, **samples)
+
+
+def _refuse_unusable_splits(listed: dict[str, dict[str, list[str]]], splits: DatasetSplits, root: Path) -> None:
+    """A val or test split the data gives must keep an image: never replace it by a part of train."""
+    for name in ("val", "test"):
+        given = sum(len(files) for label, files in listed.get(name, {}).items() if label)
+        if given and not splits.split(name):
+            raise DataError(f"the {name} split of {root} lists {given} file(s) and none is a readable image "
+                            f"(see the warnings): fix them, or remove that split to carve one out of train")
 
 
 def _split_missing(splits: DatasetSplits, val_split: float, test_split: float, seed: int, require_val: bool) -> None:

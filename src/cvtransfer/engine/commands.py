@@ -115,6 +115,7 @@ def new_run_folder(config: Config, default: Path) -> Iterator[tuple[Config, Path
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file: choose a folder")
+    refuse_out_inside_data(config, run_dir)
     existing = set(run_dir.iterdir()) if run_dir.is_dir() else None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,18 @@ def new_run_folder(config: Config, default: Path) -> Iterator[tuple[Config, Path
             raise ConfigError(f"{run_dir} already holds a run: resume it with --resume {run_dir} or choose another --out")
         config.save(run_dir / "config.yaml")
         yield config, run_dir
+
+
+def refuse_out_inside_data(config: Config, run_dir: Path) -> None:
+    """A run folder inside an image folder would be read back as part of the data (its plots as images)."""
+    out = run_dir.resolve()
+    for option, data in (("data", config.data), ("target", config.target), ("target_test", config.target_test)):
+        if data is None or not Path(data).is_dir():
+            continue
+        root = Path(data).resolve()
+        if out == root or root in out.parents:
+            raise ConfigError(f"--out {run_dir} is inside the {option} folder {data}: its files would be read as "
+                              "images by the next run; choose a folder outside the data")
 
 
 @contextmanager

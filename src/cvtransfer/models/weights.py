@@ -7,7 +7,6 @@ Safe means no arbitrary unpickling: safetensors files are read by safetensors, e
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import sys
@@ -21,6 +20,7 @@ from timm.models import load_state_dict
 
 from cvtransfer.errors import WeightsError
 from cvtransfer.models.backbones import Backbone
+from cvtransfer.models.metadata import parse_model_metadata
 from cvtransfer.models.transfer_model import TransferModel
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 metadata = handle.metadata() or {}
         except (SafetensorError, OSError) as err:
             raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
-        return tensors, json.loads(metadata.get(METADATA_KEY, "{}"))
+        return tensors, parse_model_metadata(metadata.get(METADATA_KEY), path, tensors)
     try:
         state = load_state_dict(str(path), use_ema=True, weights_only=True)
     except pickle.UnpicklingError:

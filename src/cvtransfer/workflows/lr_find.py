@@ -20,7 +20,7 @@ from lightning.pytorch.tuner import Tuner
 
 from cvtransfer.config import Config
 from cvtransfer.data.folders import discover
-from cvtransfer.engine.checks import default_run_dir
+from cvtransfer.engine.checks import check_options, default_run_dir
 from cvtransfer.engine.progress import quiet_libraries, use_progress_bar
 from cvtransfer.engine.runner import prepare
 from cvtransfer.engine.trainer import resolve_precision
@@ -142,6 +142,7 @@ def lr_find(config: Config, min_lr: float = 1e-7, max_lr: float = 1.0, steps: in
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.data is None:
         raise ConfigError("lr-find needs DATA_DIR (data=)")
+    check_options(config)  # before the data is scanned
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     setup = prepare(config, splits)
     out.mkdir(parents=True, exist_ok=True)  # only once the data and options passed every check
