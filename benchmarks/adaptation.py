@@ -123,7 +123,7 @@ def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: ar
     machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
     arguments = {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results_path.write_text(json.dumps({"args": arguments, "machine": machine, **raw}, indent=1))
-    print(f"\nwrote {log_path} and {results_path}", flush=True)
+    print(f"\nwrote {shown_path(log_path)} and {shown_path(results_path)}", flush=True)
 
 
 def run_minutes(runs: list[dict[str, Any]]) -> float:

