@@ -164,3 +164,19 @@ def test_the_real_packages_map_onto_timm(entry: PackagedWeights, monkeypatch: py
     with torch.no_grad():
         features = backbone.module(torch.rand(2, 3, 96, 96) * 2 - 1)
     assert features.shape == (2, backbone.num_features) and torch.isfinite(features).all()
+
+
+def test_rank_reads_leep_and_nce_from_the_packages_own_head(fake_package: dict, split_dir: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LEEP/NCE need the source classifier: a package's, not a hub download (offline it would hang, then fail)."""
+    import math
+
+    from tests.conftest import tiny_config
+
+    _offline(monkeypatch)
+    ranking = cvtransfer.rank(tiny_config(split_dir, tmp_path / "rank", backbones="tinycnn", weights="imagenet",
+                                          image_size=None))
+    row = ranking.rows[0]
+    assert all(math.isfinite(row.scores[name]) for name in ("leep", "nce"))
+    assert any("10 source classes from the ImageNet head of package:fake-tinycnn-weights" in note
+               for note in row.notes)

@@ -2,7 +2,7 @@
 
 - a cvtransfer run folder or its model.safetensors: the run's head (the classes it was trained on);
 - a timm / torchvision checkpoint file: its classifier tensors (``split_backbone_and_head``);
-- ``imagenet``: the hub model's 1000-class head;
+- ``imagenet``: the 1000-class head of the weights' source (a weights package's file, else the hub's model);
 - ``none``, or a file without a classifier: none, and LEEP/NCE are reported as not available.
 """
 
@@ -43,8 +43,17 @@ def source_classifier(backbone: Backbone, weights: str) -> tuple[SourceClassifie
     """(the classifier of ``weights`` for ``backbone``, or None; a note saying where it came from or why not)."""
     if weights == "none":
         return None, "random initialisation has no source classes"
+    if weights == "imagenet" and backbone.pretrained_head is not None:
+        head = backbone.pretrained_head
+        bias = head.get("bias", torch.zeros(head["weight"].shape[0]))
+        return _checked(SourceClassifier(head["weight"], bias, f"the ImageNet head of {backbone.weights_source}"),
+                        backbone)
     if weights == "imagenet":
-        return _from_module(_imagenet_classifier(backbone), backbone, "the hub model's ImageNet head")
+        try:
+            module = _imagenet_classifier(backbone)
+        except Exception as err:  # the hub answered for the backbone but not now: LEEP/NCE go without
+            return None, f"the hub model's ImageNet head could not be loaded ({type(err).__name__})"
+        return _from_module(module, backbone, "the hub model's ImageNet head")
     state, _ = read_state_dict(weights)
     _, head = split_backbone_and_head(state, backbone)
     if "weight" not in head:
