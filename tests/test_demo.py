@@ -45,3 +45,16 @@ def test_demo_replaces_only_its_own_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="was not made by cvtransfer demo"):
         run_demo(kept)
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_demo_replaces_the_folder_of_an_earlier_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder written by a demo before the marker existed (its data/source and data/target) is replaced."""
+    earlier = tmp_path / "demo_run"
+    (earlier / "data" / "source").mkdir(parents=True)
+    (earlier / "data" / "target").mkdir()
+    (earlier / "compare.html").write_text("old")
+    monkeypatch.setattr(demo, "STRATEGIES", demo.STRATEGIES[1:2])  # linear only: the folder handling is tested
+    monkeypatch.setattr(demo, "METHODS", ())
+    rows = run_demo(earlier, epochs_scale=0.02, report=False)
+    assert [r["name"] for r in rows] == ["linear"] and not (earlier / "compare.html").exists()
+    assert (earlier / demo.MARKER).is_file()

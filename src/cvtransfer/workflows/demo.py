@@ -89,9 +89,13 @@ def _timed(part: str, name: str, train: Any) -> dict[str, Any]:
 
 
 def _fresh_folder(out: Path) -> Path:
-    """``out`` emptied if an earlier demo made it; anything else there is never deleted."""
+    """``out`` emptied if an earlier demo made it; anything else there is never deleted.
+
+    A demo folder holds the marker file, or (demos before the marker) the demo data's two domains.
+    """
     if out.exists():
-        if not (out / MARKER).is_file():
+        earlier = (out / "data" / "source").is_dir() and (out / "data" / "target").is_dir()
+        if not ((out / MARKER).is_file() or earlier):
             raise ConfigError(f"--out {out} exists and was not made by cvtransfer demo: choose a new folder "
                               "(the demo replaces its own folder only)")
         shutil.rmtree(out)
