@@ -17,7 +17,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -113,6 +115,15 @@ def shown_path(path: Path) -> str:
     return path.name
 
 
+def command_line(module: str) -> str:
+    """``python -m MODULE`` and the arguments as typed, every path shown as :func:`shown_path` shows it."""
+    shown = []
+    for token in sys.argv[1:]:
+        option, equals, value = token.partition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        shown.append(option + equals + (shown_path(Path(value)) if os.sep in value else value))
+    return " ".join([f"python -m {module}", *shown])
+
+
 def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: argparse.Namespace,
                   **raw: Any) -> None:
     """Print the tables, write them to ``log_path`` and the raw numbers (with the arguments and the
@@ -120,7 +131,7 @@ def write_outputs(lines: list[str], log_path: Path, results_path: Path, args: ar
     print("\n" + "\n".join(lines), flush=True)
     log_path.write_text("\n".join(lines) + "\n")
     results_path.parent.mkdir(exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     arguments = {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results_path.write_text(json.dumps({"args": arguments, "machine": machine, **raw}, indent=1))
     print(f"\nwrote {shown_path(log_path)} and {shown_path(results_path)}", flush=True)

