@@ -68,6 +68,17 @@ def run_cli(args: list[str]) -> tuple[int | str, list[str]]:
     return code, [line for line in err.getvalue().splitlines() if line.strip()]
 
 
+def finished_or_refused(code: int | str, lines: list[str], out: Path,
+                        made: tuple[str, ...] = ("model.safetensors", "metrics.json")) -> None:
+    """Exit 0 with the command's files in ``out``, or exit 2, one error line and no ``out`` left behind."""
+    if code == 0:
+        assert all((out / name).is_file() for name in made), lines[-5:]
+    else:
+        assert code == 2, (code, lines[-5:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_split_folders(tmp_path_factory.mktemp("odd") / "data", 4, 2, 2)
@@ -77,12 +88,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fit_with_an_odd_value(option: str, value: str, data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     code, lines = run_cli(["fit", str(data), "--out", str(out), *FIT, "--" + option.replace("_", "-"), value])
-    if code == 0:
-        assert (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
-    else:
-        assert code == 2, (code, lines[-5:])
-        assert len(lines) == 1 and lines[0].startswith("error: "), lines
-        assert not out.exists()
+    finished_or_refused(code, lines, out)
 
 
 @pytest.mark.parametrize("args", [
