@@ -152,7 +152,8 @@ def _check_listed_once(listed: dict[str, dict[str, list[str]]]) -> dict[str, dic
     """Refuse a file under two labels or in two splits (leakage); keep one copy of a file listed twice."""
     seen: dict[str, tuple[str, str]] = {}
     repeated = 0
-    kept: dict[str, dict[str, list[str]]] = {}
+    # every split and class stays, even one whose files all repeat (its emptiness is reported later)
+    kept: dict[str, dict[str, list[str]]] = {split: {label: [] for label in by_class} for split, by_class in listed.items()}
     for split, by_class in listed.items():
         for label, files in by_class.items():
             for file in files:
@@ -166,12 +167,9 @@ def _check_listed_once(listed: dict[str, dict[str, list[str]]]) -> dict[str, dic
                     repeated += 1
                     continue
                 seen[key] = (split, label)
-                kept.setdefault(split, {}).setdefault(label, []).append(file)
+                kept[split][label].append(file)
     if repeated:
         log.warning("%d file(s) listed more than once: each is used once", repeated)
-    for split, by_class in listed.items():  # keep the splits and classes even when all their files repeat
-        for label in by_class:
-            kept.setdefault(split, {}).setdefault(label, [])
     return kept
 
 

@@ -13,6 +13,7 @@ state dict (its ImageNet classifier included), their number must be equal and ev
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,6 @@ def imagenet_class_names() -> list[str]:
 
     info = ImageNetInfo()
     names = [info.index_to_description(index).split(",")[0].strip() for index in range(info.num_classes())]
-    counts = {name: names.count(name) for name in names}
+    counts = Counter(names)
     return [name if counts[name] == 1 else f"{name} ({info.index_to_label_name(index)})"
             for index, name in enumerate(names)]

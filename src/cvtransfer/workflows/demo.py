@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,12 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
     for name, options in STRATEGIES:
         config = Config(data=str(domains["target"]), progress=progress, out=str(out / name), report=False,
                         **scaled({**TRANSFER, **options}))
-        rows.append(_timed("transfer from ImageNet", name, lambda config=config: fit_run(config)))
+        rows.append(_timed("transfer from ImageNet", name, fit_run, config))
     for method in METHODS:
         config = Config(**adaptation_config(dict(
             data=str(domains["source"]), target=str(domains["target"]), method=method, progress=progress,
             out=str(out / f"adapt-{method}"), report=False, **scaled(ADAPTATION))))
-        rows.append(_timed("domain adaptation", method, lambda config=config: adapt_run(config)))
+        rows.append(_timed("domain adaptation", method, adapt_run, config))
     if report:
         for row in rows:
             write_report(row["run"])
@@ -80,9 +81,9 @@ def run_demo(out: str | Path = "demo_run", progress: bool = False, epochs_scale:
     return rows
 
 
-def _timed(part: str, name: str, train: Any) -> dict[str, Any]:
+def _timed(part: str, name: str, train: Callable[[Config], Run], config: Config) -> dict[str, Any]:
     start = time.perf_counter()
-    run: Run = train()
+    run = train(config)
     seconds = time.perf_counter() - start
     log.info("%s, %s: target test accuracy %.3f", part, name, run.metrics["accuracy"])
     return {"part": part, "name": name, "accuracy": run.metrics["accuracy"], "seconds": seconds, "run": str(run.path)}
