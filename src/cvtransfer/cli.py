@@ -301,7 +301,7 @@ def main() -> None:
 RANK_SKIP = POSITIONAL_FIELDS | {
     "backbone", "drop_rate", "augment", "mixup", "cutmix", "class_weights", "balanced_sampler", "epochs", "accumulate",
     "grad_clip", "precision", "early_stop", "monitor", "devices", "num_nodes", "distributed", "budget",
-    "tiny_per_class", "small_per_class", "small_images",
+    "tiny_per_class", "small_per_class", "small_images", "in_memory", "memory_limit_mb",
 }
 
 
@@ -447,7 +447,8 @@ def adaptation_summary(run: Any) -> str:
 @config_options(groups=(DATA, MODEL, TRAIN, OUTPUT), include=frozenset({"shift_samples"}), skip=frozenset(
     POSITIONAL_FIELDS | {"val_split", "test_split", "augment", "mixup", "cutmix", "class_weights", "balanced_sampler",
                          "task", "drop_rate", "epochs", "accumulate", "grad_clip", "precision", "early_stop", "monitor",
-                         "devices", "num_nodes", "distributed", "cache_dir", "progress"}))
+                         "devices", "num_nodes", "distributed", "cache_dir", "progress", "in_memory",
+                         "memory_limit_mb"}))
 def shift(
     source: Annotated[Path, typer.Argument(help="SRC_DIR (images, any layout) or a feature file.")],
     target: Annotated[Path, typer.Argument(help="TGT_DIR (images, any layout) or a feature file.")],

@@ -54,6 +54,11 @@ class CoreConfig:
     class_weights: Literal["none", "auto"] = opt("none", "auto: weight the loss by inverse class frequency.", DATA)
     balanced_sampler: bool = opt(False, "Sample classes equally often (imbalanced data).", DATA)
     max_image_pixels: int = opt(89_478_485, "Images with more pixels are refused as decompression bombs.", DATA, 1)
+    in_memory: Literal["auto", "on", "off"] = opt(
+        "auto", "Decode images once and keep them in memory (auto: when they fit in --memory-limit-mb; on: "
+        "whatever their size; off: read the files every step).", DATA)
+    memory_limit_mb: int = opt(2048, "--in-memory auto keeps the decoded images in memory only within this many MB.",
+                               DATA, 0)
     task: str = opt("classification", "What is predicted: {tasks}.", DATA)
     # -- model
     backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)

@@ -34,6 +34,12 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise ImageReadError(f"cannot decode: {err}") from None
 
 
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of ``path`` read from its header: no pixel is decoded."""
+    with _open_checked(path, max_pixels) as image:
+        return image.size
+
+
 def _open_checked(path: str | Path, max_pixels: int) -> Image.Image:
     if max_pixels > (Image.MAX_IMAGE_PIXELS or 0):
         # PIL refuses images over twice its own limit; let a user-raised limit through.

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence, Sized
 from typing import cast
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset, WeightedRandomSampler
 
 from cvtransfer.data.images import DEFAULT_MAX_PIXELS, ImageReadError, load_rgb
@@ -29,11 +30,21 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        try:
-            image = load_rgb(path, self.max_pixels)
-        except (ImageReadError, OSError) as err:
-            raise DataError(f"{path}: {err} (it changed after the dataset was checked?)") from None
-        return self.transform(image), label
+        return self.transform(read_image(path, self.max_pixels)), label
+
+
+def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """``path`` as RGB for a dataset: the files were checked when the splits were made, so a failure here
+    means one changed since."""
+    try:
+        return load_rgb(path, max_pixels)
+    except (ImageReadError, OSError) as err:
+        raise changed_file(path, err) from None
+
+
+def changed_file(path: str, err: Exception) -> DataError:
+    """The error for a file of a dataset that no longer reads as it did when the splits were made."""
+    return DataError(f"{path}: {err} (it changed after the dataset was checked?)")
 
 
 def feature_dataset(features: torch.Tensor, labels: torch.Tensor) -> TensorDataset:

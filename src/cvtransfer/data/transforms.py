@@ -57,17 +57,29 @@ def _to_normalised(pre: Preprocessing) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
 
 
-def eval_transform(pre: Preprocessing) -> v2.Compose:
-    """Resize to size/crop_pct, centre-crop, normalise: the weights' evaluation recipe."""
+def eval_geometry(pre: Preprocessing) -> v2.Compose:
+    """Resize to size/crop_pct and centre-crop: the evaluation recipe's pixels, still uint8."""
     resize = math.floor(pre.input_size / pre.crop_pct)
     return v2.Compose(
         [
             v2.ToImage(),
             v2.Resize(resize, interpolation=_interpolation(pre), antialias=True),
             v2.CenterCrop(pre.input_size),
-            *_to_normalised(pre),
         ]
     )
+
+
+def normalise(pre: Preprocessing) -> v2.Compose:
+    """uint8 image -> float in [0, 1] -> normalised by the weights' mean and std."""
+    return v2.Compose(_to_normalised(pre))
+
+
+def eval_transform(pre: Preprocessing) -> v2.Compose:
+    """Resize to size/crop_pct, centre-crop, normalise: the weights' evaluation recipe.
+
+    Made of :func:`eval_geometry` then :func:`normalise`, so that images kept in memory can hold the
+    first part's output once and run only the second per step (``data/memory.py``)."""
+    return v2.Compose([*eval_geometry(pre).transforms, *normalise(pre).transforms])
 
 
 def train_transform(pre: Preprocessing, augment: str) -> v2.Compose:

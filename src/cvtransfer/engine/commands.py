@@ -71,7 +71,7 @@ def resume_run(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **ove
 # What a resumed run may change: how long it trains, where and how it runs, what it writes. Anything else
 # (data, model, weights, strategy, optimiser, seed, ...) would make the run another one.
 RESUMABLE = frozenset({"epochs", "progress", "report", "num_workers", "accelerator", "devices", "num_nodes",
-                       "distributed", "cache_dir", "max_image_pixels"})
+                       "distributed", "cache_dir", "max_image_pixels", "in_memory", "memory_limit_mb"})
 
 
 def check_resume_overrides(run_dir: Path, overrides: dict[str, Any]) -> None:

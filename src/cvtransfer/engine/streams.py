@@ -22,17 +22,12 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
-from cvtransfer.data.domains import DomainSplits, domain_dataset
+from cvtransfer.data.domains import DomainSplits
 from cvtransfer.data.features import cached_features
 from cvtransfer.data.folders import DatasetSplits
-from cvtransfer.data.loaders import (
-    ImageDataset,
-    class_sample_weights,
-    default_workers,
-    feature_dataset,
-    make_loader,
-)
-from cvtransfer.data.transforms import Preprocessing, eval_transform, train_transform
+from cvtransfer.data.loaders import class_sample_weights, default_workers, feature_dataset, make_loader
+from cvtransfer.data.memory import ImageMemory
+from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.engine.devices import pick_device
 from cvtransfer.models.factory import BuiltModel
 
@@ -65,9 +60,9 @@ def labelled_stream(config: Config, splits: DatasetSplits, built: BuiltModel) ->
     workers = default_workers(config.num_workers)
     num_classes = len(splits.classes)
     labels = [y for _, y in splits.train]
-    pre = built.preprocessing
-    train = ImageDataset(splits.train, train_transform(pre, config.augment), config.max_image_pixels)
-    val = ImageDataset(splits.val, eval_transform(pre), config.max_image_pixels)
+    memory = ImageMemory.for_config(config)
+    train = memory.dataset(splits.train, built.preprocessing, config.augment, "train")
+    val = memory.dataset(splits.val, built.preprocessing, "none", "val")
     return Stream(
         make_loader(train, config.batch_size, train=True, seed=config.seed, num_workers=workers, labels=labels,
                     num_classes=num_classes, balanced=config.balanced_sampler),
@@ -132,16 +127,18 @@ def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
 def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preprocessing) -> Stream:
     """Source + target training pairs; [source val, target selection sample, target test] for validation."""
     workers = default_workers(config.num_workers)
-    train_tf, eval_tf = train_transform(preprocessing, config.augment), eval_transform(preprocessing)
-    pixels = config.max_image_pixels
+    memory = ImageMemory.for_config(config)  # the target's images serve its training, selection and test sets
     labels = [y for _, y in splits.train]
+    source = memory.dataset(splits.train, preprocessing, config.augment, "source")
+    target = memory.dataset(splits.target_train, preprocessing, config.augment, "target")
     train = CombinedLoader({
-        "source": _pair_loader(domain_dataset(splits.train, train_tf, pixels), config, config.seed, workers,
+        "source": _pair_loader(source, config, config.seed, workers,
                                balance=(labels, len(splits.classes)) if config.balanced_sampler else None),
-        "target": _pair_loader(domain_dataset(splits.target_train, train_tf, pixels), config, config.seed + 1,
-                               workers),
+        "target": _pair_loader(target, config, config.seed + 1, workers),
     }, mode="min_size")
     selection = fixed_sample(splits.target_train, config.selection_samples, config.seed)
-    val = [make_loader(domain_dataset(samples, eval_tf, pixels), config.batch_size, train=False, num_workers=workers)
-           for samples in (splits.val, selection, splits.target_test) if samples]
+    val = [make_loader(memory.dataset(samples, preprocessing, "none", name), config.batch_size, train=False,
+                       num_workers=workers)
+           for samples, name in ((splits.val, "source val"), (selection, "target selection"),
+                                 (splits.target_test, "target test")) if samples]
     return Stream(train, val, labels)
