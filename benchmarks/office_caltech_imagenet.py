@@ -213,7 +213,8 @@ def run_pair(pair: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Every method on the split in ``pair``/split (run folders and the feature cache in ``pair``)."""
     split, results = pair / "split", {}
     imagenet = {"weights": "imagenet", "epochs": args.epochs, "lr": args.lr}
-    runs = {"linear": {"strategy": "linear", "weights": "imagenet", "epochs": args.linear_epochs, "lr": args.linear_lr},
+    runs = {"linear": {"strategy": "linear", "head": "linear", "weights": "imagenet", "epochs": args.linear_epochs,
+                       "lr": args.linear_lr},
             "full": {"strategy": "full", **imagenet},
             "scratch": {"strategy": "full", "weights": "none", "epochs": args.epochs, "lr": args.lr}}
     for name, options in runs.items():

@@ -43,7 +43,7 @@ def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("options", "message"), [
     ({"strategy": "linear", "augment": "strong"}, "--augment strong does not apply to --strategy linear"),
     ({"strategy": "linear", "mixup": 0.4}, "--mixup 0.4 does not apply to --strategy linear"),
-    ({"strategy": "full", "head": "svm"}, "--head svm fits a scikit-learn classifier on cached features"),
+    ({"strategy": "full", "head": "svm"}, "--head svm fits a classifier on cached features"),
 ])
 def test_options_a_strategy_would_ignore_are_refused(split_dir: Path, tmp_path: Path, options: dict,
                                                      message: str) -> None:

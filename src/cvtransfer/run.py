@@ -41,6 +41,7 @@ from cvtransfer.tasks import Task, get_task
 log = logging.getLogger(__name__)
 
 FEATURE_TIME_FILE = "feature_extraction.json"  # seconds spent extracting (or reading cached) features
+PROBE_FILE = "probe.json"  # the lbfgs head's penalty search: each L2 tried, its val loss and accuracy
 
 Sample = tuple[str, int]
 
@@ -229,8 +230,10 @@ def model_label(run: Run) -> str:
 
 def method_label(run: Run) -> str:
     """How it was trained: the strategy (with the head of a linear probe), and an adaptation run's method."""
+    from cvtransfer.strategies.linear import head_kind
+
     config = run.config
-    strategy = f"{config.strategy} ({config.head} head)" if config.strategy == "linear" else config.strategy
+    strategy = f"{config.strategy} ({head_kind(config)} head)" if config.strategy == "linear" else config.strategy
     if not is_adaptation(run):
         return strategy
     method = config.method
@@ -277,7 +280,9 @@ def feature_input(config: Config) -> bool:
 
 def run_diagnosis(config: Config, history: list[dict[str, float]]) -> Diagnosis:
     """The fit diagnosis of a run's history, knowing whether early stopping ended it and whether epochs apply."""
-    solver_head = config.strategy == "linear" and config.head in ("logistic", "svm")
+    from cvtransfer.strategies.linear import solved_head
+
+    solver_head = solved_head(config)
     stopped_early = config.early_stop > 0 and not solver_head and len(history) < config.epochs
     return diagnose(history, stopped_early=stopped_early, epochs_apply=not solver_head)
 

@@ -44,7 +44,7 @@ def test_bad_specs_are_one_line_errors(spec: str, message: str) -> None:
     ({"loss": "dann"}, "compares source and target images: use cvtransfer adapt"),
     ({"strategy": "l2sp", "loss": "l2sp"}, "--strategy l2sp already adds it"),
     ({"loss": "l2sp,l2sp:0.5"}, "it is given twice"),
-    ({"strategy": "linear", "head": "logistic", "loss": "l2sp"}, "does not apply to a scikit-learn head"),
+    ({"strategy": "linear", "head": "logistic", "loss": "l2sp"}, "does not apply to a solved head"),
 ])
 def test_fit_refuses_terms_it_cannot_honour_before_making_a_folder(split_dir: Path, tmp_path: Path,
                                                                     options: dict, message: str) -> None:

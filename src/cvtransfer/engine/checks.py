@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cvtransfer.errors import ConfigError
 from cvtransfer.losses import LOSSES, addable, parse_loss_spec
 from cvtransfer.strategies import get_strategy
+from cvtransfer.strategies.linear import probe_l2_values, solved_head
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
@@ -57,18 +58,22 @@ def check_loss_terms(config: Config) -> None:
         if not addable(name):
             raise ConfigError(f"--loss {name} changes how the model is trained (its own stage, encoders or frozen "
                               f"parts): use it as the method, --method {name}, not as an added term")
-    if names and strategy.uses_feature_cache and config.head in ("logistic", "svm"):
-        raise ConfigError(f"--loss does not apply to a scikit-learn head (--head {config.head}), which is fitted "
-                          "without a training loss: use --head linear, or leave out --loss")
+    if names and solved_head(config):
+        raise ConfigError(f"--loss does not apply to a solved head (--head {config.head}), which is fitted by its "
+                          "solver, not trained with the run's loss: use --head linear, or leave out --loss")
 
 
 def check_strategy_options(config: Config) -> None:
     """Refuse options the strategy would ignore: a head solver without the linear probe, augmentation of
     cached features."""
     strategy = get_strategy(config.strategy)
-    if config.head != "linear" and not strategy.uses_feature_cache:
-        raise ConfigError(f"--head {config.head} fits a scikit-learn classifier on cached features: it needs "
+    if config.head not in ("auto", "linear") and not strategy.uses_feature_cache:
+        raise ConfigError(f"--head {config.head} fits a classifier on cached features: it needs "
                           f"--strategy linear, not {config.strategy}")
+    if config.probe_l2 != "auto" and not solved_head(config):
+        raise ConfigError("--probe-l2 sets the penalty of the lbfgs head: it needs --strategy linear with --head "
+                          "auto or lbfgs; leave it out")
+    probe_l2_values(config)  # a malformed --probe-l2 is refused before anything is read
     if strategy.uses_feature_cache:
         for flag, value, default in (("--augment", config.augment, "light"), ("--mixup", config.mixup, 0.0),
                                      ("--cutmix", config.cutmix, 0.0)):

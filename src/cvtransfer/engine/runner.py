@@ -37,10 +37,16 @@ from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
 from cvtransfer.io import read_json, write_json
 from cvtransfer.losses import LOSSES, LossTerms, build_loss_terms
 from cvtransfer.models.factory import BuiltModel
-from cvtransfer.run import FEATURE_TIME_FILE, Run, finish_run
+from cvtransfer.run import FEATURE_TIME_FILE, PROBE_FILE, Run, finish_run
 from cvtransfer.scores.selection import SELECTION_SCORES
 from cvtransfer.strategies import Strategy, get_strategy
-from cvtransfer.strategies.linear import fit_sklearn_head
+from cvtransfer.strategies.linear import (
+    fit_lbfgs_head,
+    fit_sklearn_head,
+    head_kind,
+    probe_l2_values,
+    solved_head,
+)
 from cvtransfer.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -125,8 +131,8 @@ def train(config: Config, run_dir: Path, splits: Splits, callbacks: list[pl.Call
           resume_from: Path | None = None, weights: str | None = None) -> Prepared:
     """Train according to ``config``, writing checkpoints and history into ``run_dir``; the best epoch is loaded."""
     prepared = prepare(config, splits, weights)
-    if prepared.stream.train_features is not None and config.head in ("logistic", "svm"):
-        _fit_sklearn(config, run_dir, prepared)
+    if prepared.stream.train_features is not None and solved_head(config):
+        _fit_solved_head(config, run_dir, prepared)
         return prepared
     if isinstance(splits, DomainSplits) and is_main_process() and resume_from is None:
         shift = {"spaces": shift_spaces(config, splits), **measure_before(prepared.built, splits, config)}
@@ -237,15 +243,30 @@ def _record_feature_time(run_dir: Path, prepared: Prepared) -> None:
         write_json(file, {"seconds": stream.feature_seconds, "dims": int(stream.train_features[0].shape[1])})
 
 
-def _fit_sklearn(config: Config, run_dir: Path, prepared: Prepared) -> None:
-    """Fit a scikit-learn head on the cached features and record its one-row history."""
+def _fit_solved_head(config: Config, run_dir: Path, prepared: Prepared) -> None:
+    """Fit the head on the cached features by its solver (L-BFGS or scikit-learn) and record a one-row
+    history; the L-BFGS penalty search goes to PROBE_FILE."""
     stream, model = prepared.stream, prepared.built.model
     assert stream.train_features is not None and stream.val_features is not None
     start = time.perf_counter()
-    fit_sklearn_head(model, *stream.train_features, kind=config.head, seed=config.seed)
+    kind = head_kind(config)
+    if kind == "lbfgs":
+        weights = (class_loss_weights(stream.train_labels, model.num_classes) if config.class_weights == "auto"
+                   else None)
+        probe = fit_lbfgs_head(model, stream.train_features, stream.val_features,
+                               prepared.task.criterion(config, weights), probe_l2_values(config), config.monitor,
+                               pick_device(config.accelerator))
+        write_json(run_dir / PROBE_FILE, {"solver": "lbfgs", "l2": probe.l2, "selected_by": config.monitor,
+                                          "candidates": probe.candidates, "seconds": probe.seconds})
+        log.info("lbfgs head: L2 %g chosen by %s among %d penalties in %.2fs", probe.l2, config.monitor,
+                 len(probe.candidates), probe.seconds)
+    else:
+        fit_sklearn_head(model, *stream.train_features, kind=kind, seed=config.seed)
     row: dict[str, float] = {"epoch": 0}
     head = nn.Sequential(model.dropout, model.head).eval()
     for split, (features, labels) in (("train", stream.train_features), ("val", stream.val_features)):
+        if not len(labels):
+            continue
         with torch.no_grad():
             logits = head(features)
         row[f"{split}_loss"] = float(nn.functional.cross_entropy(logits, labels))
