@@ -44,8 +44,12 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, out: str | Pat
 
 def predict(run_dir: str | Path, paths: Sequence[str | Path], top_k: int = 1,
             out: str | Path | None = None, max_image_pixels: int | None = None) -> list[dict[str, Any]]:
-    """Predicted label and probability (and top-k) for images or folders; optionally written as CSV."""
-    rows = Run(run_dir, max_image_pixels).predict(paths, top_k)
+    """Predicted label and probability (and top-k) for images or folders; optionally written as CSV.
+
+    A segmentation run writes each image's mask (a palette PNG of class indices) and overlay into the
+    folder named as ``out`` without its suffix (default predictions/), and a row per image.
+    """
+    rows = Run(run_dir, max_image_pixels).predict(paths, top_k, out)
     if out is not None:
         write_predictions(rows, out)
     return rows

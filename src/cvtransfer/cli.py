@@ -40,6 +40,7 @@ from cvtransfer.engine.checks import default_run_dir
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.io import FULL_DISK_ERRNOS, disk_full
+from cvtransfer.tasks import get_task
 from cvtransfer.workflows.auto import DECISIONS_FILE
 from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
 
@@ -191,8 +192,12 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Metrics file (default RUN_DIR/metrics[_external].json).")] = None,
     max_image_pixels: MaxPixels = None,
 ) -> None:
-    """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix."""
+    """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix (segmentation:
+    mIoU, Dice, pixel and mean class accuracy, per-class IoU)."""
     metrics = api.evaluate(run_dir, data, out, max_image_pixels)
+    if "miou" in metrics:
+        typer.echo(get_task("segmentation").summary(metrics))
+        return
     typer.echo(
         f"{metrics['split']}: accuracy {metrics['accuracy']:.4f}  balanced {metrics['balanced_accuracy']:.4f}  "
         f"macro F1 {metrics['f1_macro']:.4f}  ROC-AUC {_fmt(metrics['roc_auc'])}  ({metrics['num_samples']} images)"
@@ -207,7 +212,8 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Also list the K most likely labels.", min=1)] = 1,
     max_image_pixels: MaxPixels = None,
 ) -> None:
-    """Predict labels for images: CSV with path, label, probability (and top-k)."""
+    """Predict labels for images: CSV with path, label, probability (and top-k). A segmentation run also
+    writes each image's mask and overlay under OUT without its suffix (predictions/masks, predictions/overlays)."""
     rows = api.predict(run_dir, paths, top_k=top_k, out=out, max_image_pixels=max_image_pixels)
     typer.echo(f"{len(rows)} predictions written to {out}")
 

@@ -102,6 +102,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Raises CvTransferError when the folder is not a finished run; a section that fails becomes a
     note on the page (and a logged warning) instead.
     """
+    if (Path(run_dir) / "config.yaml").is_file() and Run(run_dir).config.task == "segmentation":
+        return _write_segmentation_report(Path(run_dir), out)
     data = _load(Path(run_dir))
     run = data.run
     builders: list[tuple[str, str, Callable[[], Markup]]] = [
@@ -124,6 +126,22 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         subtitle += f" to {run.config.target}"
     path = write_page(Path(out) if out else run.path / REPORT_FILE, f"Run report: {run.path.name}",
                       f"{subtitle}  ({run.path})", sections)
+    log.info("report: %s", path)
+    return path
+
+
+def _write_segmentation_report(run_dir: Path, out: str | Path | None) -> Path:
+    from cvtransfer.evaluation.segmentation_report import segmentation_sections
+
+    run = Run(run_dir)
+    if not (run_dir / MODEL_FILE).is_file():
+        raise CvTransferError(f"{run_dir / MODEL_FILE} is missing: the run has not finished (resume it with --resume)")
+    builders = segmentation_sections(run, run_title(run), training_seconds(run)[0])
+    builders.insert(1, ("config", "Configuration", lambda: _config_table(run.config)))
+    builders.append(("diagnosis", "Diagnosis", lambda: _diagnosis(run)))
+    sections = [_section(run, id_, title, build) for id_, title, build in builders]
+    path = write_page(Path(out) if out else run.path / REPORT_FILE, f"Run report: {run.path.name}",
+                      f"{run_title(run)} on {run.config.data}  ({run.path})", sections)
     log.info("report: %s", path)
     return path
 

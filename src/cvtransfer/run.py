@@ -24,10 +24,12 @@ from cvtransfer.data.features import prepare_for_inference
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.images import is_image_file, list_files, split_usable
 from cvtransfer.data.loaders import default_workers, make_loader
+from cvtransfer.data.masks import SegmentationSplits
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import announce_run_folder
+from cvtransfer.engine.splits import read_splits
 from cvtransfer.errors import CvTransferError, DataError, WeightsError
 from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
@@ -108,8 +110,8 @@ class Run:
     def history(self) -> list[dict[str, float]]:
         return read_history(self.path / "history.csv")
 
-    def splits(self) -> DatasetSplits:
-        return DatasetSplits.from_dict(read_json(self.path / "splits.json"))
+    def splits(self) -> DatasetSplits | SegmentationSplits:
+        return read_splits(self.config, self.path / "splits.json")
 
     @cached_property
     def _loaded(self) -> tuple[TransferModel, Preprocessing]:
@@ -149,6 +151,9 @@ class Run:
 
         ``features``: the backbone features of exactly those samples, when already computed.
         """
+        out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
+        if self.config.task == "segmentation":
+            return self._evaluate_segmentation(data, out)
         name, samples = self._evaluation_samples(data)
         if not samples:
             raise DataError(f"no images to evaluate in the {name} split")
@@ -159,7 +164,6 @@ class Run:
             probs, targets = self._probs(samples)
         metrics = self.task.evaluate(probs, targets, self.classes)
         metrics.update(split=name, data=str(data or self.config.data))
-        out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
         history = self.history
         if history:
             result = run_diagnosis(self.config, history)
@@ -168,9 +172,24 @@ class Run:
         plot_confusion(metrics["confusion_matrix"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"))
         return metrics
 
+    def _evaluate_segmentation(self, data: str | Path | None, out: Path) -> dict[str, Any]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.segmentation_run import evaluate_segmentation
+
+        metrics = evaluate_segmentation(self, data, out, pick_device(self.config.accelerator))
+        metrics["data"] = str(data or self.config.data)
+        if self.history:
+            result = run_diagnosis(self.config, self.history)
+            metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
+        write_json(out, metrics)
+        plot_confusion(metrics["confusion"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"),
+                       normalise=True)
+        return metrics
+
     def _evaluation_samples(self, data: str | Path | None) -> tuple[str, list[Sample]]:
         if data is None:
             splits = self.splits()
+            assert isinstance(splits, DatasetSplits)
             return ("test", splits.test) if splits.test else ("val", splits.val)
         found = discover(data, val_split=0.0, require_val=False, max_pixels=self.max_image_pixels)
         unknown = sorted(set(found.classes) - set(self.classes))
@@ -180,13 +199,19 @@ class Run:
         name = "test" if found.test else "val" if found.val else "train"
         return name, [(p, remap[y]) for p, y in found.split(name)]
 
-    def predict(self, paths: Sequence[str | Path], top_k: int = 1) -> list[dict[str, Any]]:
-        """Top-k labels and probabilities for images and folders of images (unreadable ones skipped)."""
+    def predict(self, paths: Sequence[str | Path], top_k: int = 1, out: str | Path | None = None) -> list[dict[str, Any]]:
+        """Top-k labels and probabilities for images and folders of images (unreadable ones skipped); a
+        segmentation run writes each image's mask and overlay beside ``out`` (predictions.csv -> predictions/)."""
         usable, skipped = split_usable([str(f) for f in _expand_images(paths)], self.max_image_pixels)
         for file, reason in skipped:
             log.warning("skipped %s: %s", file, reason)
         if not usable:
             raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
+        if self.config.task == "segmentation":
+            from cvtransfer.engine.devices import pick_device
+            from cvtransfer.evaluation.segmentation_run import predict_segmentation
+
+            return predict_segmentation(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
         probs, _ = self._probs([(p, 0) for p in usable])
         return self.task.prediction_rows(usable, probs, self.classes, top_k)
 
@@ -233,6 +258,8 @@ def method_label(run: Run) -> str:
     from cvtransfer.strategies.linear import head_kind
 
     config = run.config
+    if config.task == "segmentation":
+        return f"{config.strategy}, {config.decoder} decoder"
     strategy = f"{config.strategy} ({head_kind(config)} head)" if config.strategy == "linear" else config.strategy
     if not is_adaptation(run):
         return strategy
@@ -284,7 +311,8 @@ def run_diagnosis(config: Config, history: list[dict[str, float]]) -> Diagnosis:
 
     solver_head = solved_head(config)
     stopped_early = config.early_stop > 0 and not solver_head and len(history) < config.epochs
-    return diagnose(history, stopped_early=stopped_early, epochs_apply=not solver_head)
+    return diagnose(history, stopped_early=stopped_early, epochs_apply=not solver_head,
+                    metric=get_task(config.task).metric_name)
 
 
 def selection_curve(config: Config) -> tuple[str, str] | None:
@@ -306,7 +334,8 @@ def finish_run(run_dir: Path, config: Config, classes: list[str], model: Transfe
     run = Run(run_dir)
     history = run.history
     if history:
-        plot_curves(history, run_dir / "curves.png", run_title(run), selection=selection_curve(config))
+        plot_curves(history, run_dir / "curves.png", run_title(run), selection=selection_curve(config),
+                    metric_name=run.task.metric_name)
     metrics = run.evaluate(features=features)
     log.info("%s", run.task.summary(metrics))
     if "diagnosis" in metrics:

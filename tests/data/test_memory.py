@@ -16,7 +16,7 @@ from cvtransfer.config import Config
 from cvtransfer.data import memory as memory_module
 from cvtransfer.data.domains import FeatureRowsDataset
 from cvtransfer.data.loaders import ImageDataset, make_loader
-from cvtransfer.data.memory import ImageMemory, MemoryImageDataset, decoded_bytes
+from cvtransfer.data.memory import ImageMemory, MemoryImageDataset, decoded_bytes, loader_workers
 from cvtransfer.data.transforms import Preprocessing, eval_transform, train_transform
 from cvtransfer.errors import ConfigError, DataError
 from tests.conftest import tiny_config
@@ -94,6 +94,19 @@ def test_evaluation_holds_the_cropped_pixels_and_only_normalises(samples: list) 
         image, label = held[index]
         file_image, file_label = files[index]
         assert label == file_label and torch.equal(image, file_image)
+
+
+def test_only_reads_that_decode_or_augment_get_workers(samples: list) -> None:
+    held_crops = ImageMemory("on").dataset(samples, PRE, "none")
+    held_images = ImageMemory("on").dataset(samples, PRE, "light")
+    files = ImageMemory("off").dataset(samples, PRE, "none")
+    rows = ImageMemory("on").dataset([("features.npy#0", 0)], PRE, "none")
+    assert loader_workers(held_crops, 3) == 0 and loader_workers(rows, 3) == 0  # indexing: no worker pays
+    assert loader_workers(held_images, 3) == 3 and loader_workers(files, 3) == 3
+    # the batches do not depend on it: a worker or not, the held crops give the same ones
+    kept = make_loader(held_crops, 2, train=True, seed=1, num_workers=0)
+    spread = make_loader(held_crops, 2, train=True, seed=1, num_workers=2)
+    assert_same_batches(list(spread), list(kept))
 
 
 def test_headers_give_the_decoded_size(samples: list) -> None:

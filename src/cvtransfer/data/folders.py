@@ -81,6 +81,9 @@ def discover(
     elif (root / "train").is_dir():
         listed = _read_split_folders(root)
     else:
+        if (root / "images").is_dir() and (root / "masks").is_dir():
+            raise DataError(f"{root} holds images/ and masks/: a segmentation dataset; pass --task segmentation "
+                            "(else rename them: each folder is read as a class)")
         listed = {"train": _read_class_folders(root)}
     splits = _label_and_filter(_check_listed_once(listed), max_pixels)
     _refuse_unusable_splits(listed, splits, root)

@@ -79,6 +79,14 @@ class Normalise:
         return normalize_image(scaled, self.mean, self.std, inplace=True)
 
 
+def loader_workers(dataset: Dataset, workers: int) -> int:
+    """The DataLoader workers ``dataset`` deserves: none when a read is only indexing and normalising (held,
+    cropped pixels, or rows of a feature file), where a worker would add only the cost of sending the
+    batch back; ``workers`` otherwise. The batches are the same either way: such reads draw nothing random."""
+    held = isinstance(dataset, MemoryImageDataset) and isinstance(dataset.transform, Normalise)
+    return 0 if held or isinstance(dataset, FeatureRowsDataset) else workers
+
+
 def decode(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """``path`` as the uint8 tensor (3, H, W) that ``ToImage`` makes of it."""
     return pil_to_tensor(read_image(path, max_pixels))

@@ -74,7 +74,7 @@ def check_strategy_options(config: Config) -> None:
         raise ConfigError("--probe-l2 sets the penalty of the lbfgs head: it needs --strategy linear with --head "
                           "auto or lbfgs; leave it out")
     probe_l2_values(config)  # a malformed --probe-l2 is refused before anything is read
-    if strategy.uses_feature_cache:
+    if strategy.uses_feature_cache and config.task != "segmentation":  # segmentation does not cache the maps
         for flag, value, default in (("--augment", config.augment, "light"), ("--mixup", config.mixup, 0.0),
                                      ("--cutmix", config.cutmix, 0.0)):
             if value != default and not (flag == "--augment" and value == "none"):
@@ -109,8 +109,39 @@ def check_adapt_options(config: Config) -> None:
     check_strategy_options(config)
 
 
+# Options of classification that segmentation cannot honour (their defaults) and why.
+NOT_FOR_SEGMENTATION: dict[str, tuple[Any, str]] = {
+    "target": (None, "domain adaptation is for classification so far; train with fit"),
+    "mixup": (0.0, "images are not mixed with their masks"),
+    "cutmix": (0.0, "images are not mixed with their masks"),
+    "balanced_sampler": (False, "classes are counted per pixel, not per image"),
+    "class_weights": ("none", "class weights per pixel are not computed yet"),
+    "loss": ("", "the loss terms read pooled features"),
+    "in_memory": ("auto", "segmentation reads its images and masks from the files"),
+}
+SEGMENTATION_ONLY = {"decoder": "unet", "ignore_index": 255, "classes_file": ""}
+
+
+def check_task_options(config: Config) -> None:
+    """Refuse options the task cannot honour: classification's with --task segmentation and the reverse."""
+    if config.task == "segmentation":
+        for name, (default, reason) in NOT_FOR_SEGMENTATION.items():
+            if getattr(config, name) != default:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} does not apply to --task segmentation ({reason}); leave it out")
+        if config.head not in ("auto", "linear"):
+            raise ConfigError(f"--head {config.head} fits a classifier on pooled features: with --task segmentation "
+                              "--strategy linear trains the decoder on the frozen encoder; leave --head out")
+        return
+    for name, default in SEGMENTATION_ONLY.items():
+        if getattr(config, name) != default:
+            raise ConfigError(f"--{name.replace('_', '-')} applies to --task segmentation only; add --task "
+                              "segmentation or leave it out")
+
+
 def check_options(config: Config) -> None:
     """The checks of the command that trains ``config``: adapt when it names a target, else fit."""
+    check_task_options(config)
     if config.target is not None:
         check_adapt_options(config)
     else:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from cvtransfer.data.domains import DomainSplits, feature_width
 from cvtransfer.data.folders import DatasetSplits
 from cvtransfer.data.loaders import class_loss_weights, for_world_size
+from cvtransfer.data.masks import SegmentationSplits
 from cvtransfer.engine.checkpoints import load_checkpoint, network_state
 from cvtransfer.engine.checks import check_options
 from cvtransfer.engine.devices import is_main_process, pick_device
@@ -32,7 +33,14 @@ from cvtransfer.engine.history import write_history
 from cvtransfer.engine.module import TransferModule, history_columns
 from cvtransfer.engine.random_state import RandomState, loader_generators
 from cvtransfer.engine.splits import SPLITS_FILE, load_domain_splits, load_splits
-from cvtransfer.engine.streams import Stream, feature_stream, head_on_features, labelled_stream, paired_stream
+from cvtransfer.engine.streams import (
+    Stream,
+    feature_stream,
+    head_on_features,
+    labelled_stream,
+    paired_stream,
+    segmentation_stream,
+)
 from cvtransfer.engine.trainer import CHECKPOINT_DIR, build_trainer
 from cvtransfer.io import read_json, write_json
 from cvtransfer.losses import LOSSES, LossTerms, build_loss_terms
@@ -55,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_STAGE = "source_stage"
-Splits = DatasetSplits | DomainSplits
+Splits = DatasetSplits | DomainSplits | SegmentationSplits
 
 
 @dataclass
@@ -119,6 +127,8 @@ def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepa
     network: nn.Module = built.model
     if isinstance(splits, DomainSplits):
         stream = paired_stream(config, splits, built.preprocessing)
+    elif isinstance(splits, SegmentationSplits):  # a frozen encoder's maps are not cached: the decoder reads them
+        stream = segmentation_stream(config, splits, built)
     elif strategy.uses_feature_cache:
         stream = feature_stream(config, splits, built)
         network = head_on_features(built)

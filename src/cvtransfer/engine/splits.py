@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from cvtransfer.data.domains import DomainSplits, discover_domains
 from cvtransfer.data.folders import DatasetSplits, discover, write_skipped
+from cvtransfer.data.masks import SegmentationSplits, discover_segmentation
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import read_json, write_json
@@ -20,13 +21,15 @@ log = logging.getLogger(__name__)
 SPLITS_FILE = "splits.json"
 
 
-def load_splits(config: Config, run_dir: Path) -> DatasetSplits:
+def load_splits(config: Config, run_dir: Path) -> DatasetSplits | SegmentationSplits:
     """The run's splits: read back when resuming (same files, same split), else discovered and saved."""
     saved = run_dir / SPLITS_FILE
     if saved.is_file():
-        return DatasetSplits.from_dict(read_json(saved))
+        return read_splits(config, saved)
     if config.data is None:
         raise ConfigError("no data given: pass DATA_DIR (or data= in the config)")
+    if config.task == "segmentation":
+        return _segmentation_splits(config, run_dir)
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     if not is_main_process():  # every rank finds the same seeded split; one writes it
         return splits
@@ -38,6 +41,24 @@ def load_splits(config: Config, run_dir: Path) -> DatasetSplits:
         len(splits.val), len(splits.test),
         f"; {len(splits.skipped)} files skipped (list in {run_dir / 'skipped.txt'})" if splits.skipped else "",
     )
+    return splits
+
+
+def read_splits(config: Config, path: Path) -> DatasetSplits | SegmentationSplits:
+    """A saved splits.json of a run of ``config``'s task."""
+    kind = SegmentationSplits if config.task == "segmentation" else DatasetSplits
+    return kind.from_dict(read_json(path))
+
+
+def _segmentation_splits(config: Config, run_dir: Path) -> SegmentationSplits:
+    assert config.data is not None
+    splits = discover_segmentation(config.data, config.val_split, config.test_split, config.seed,
+                                   config.ignore_index, config.classes_file or None, config.max_image_pixels)
+    if is_main_process():
+        write_json(run_dir / SPLITS_FILE, splits.to_dict())
+        write_json(run_dir / "classes.json", splits.classes)
+    log.info("data: %d classes; %d train, %d val, %d test images with masks (ignore index %d)", len(splits.classes),
+             len(splits.train), len(splits.val), len(splits.test), splits.ignore_index)
     return splits
 
 

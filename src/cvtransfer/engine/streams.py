@@ -2,6 +2,7 @@
 
 - :func:`labelled_stream`: batches of labelled images (``fit``), or of their cached backbone
   features when the strategy trains only the head (linear probes);
+- :func:`segmentation_stream`: batches of image crops and their masks (``--task segmentation``);
 - :func:`paired_stream`: a source batch and an unlabelled target batch per step (``adapt``),
   ``iters_per_epoch`` steps per epoch, cycling through the smaller domain.
 
@@ -26,7 +27,8 @@ from cvtransfer.data.domains import DomainSplits
 from cvtransfer.data.features import cached_features
 from cvtransfer.data.folders import DatasetSplits
 from cvtransfer.data.loaders import class_sample_weights, default_workers, feature_dataset, make_loader
-from cvtransfer.data.memory import ImageMemory
+from cvtransfer.data.masks import SegmentationSplits
+from cvtransfer.data.memory import ImageMemory, loader_workers
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.engine.devices import pick_device
 from cvtransfer.models.factory import BuiltModel
@@ -64,11 +66,36 @@ def labelled_stream(config: Config, splits: DatasetSplits, built: BuiltModel) ->
     train = memory.dataset(splits.train, built.preprocessing, config.augment, "train")
     val = memory.dataset(splits.val, built.preprocessing, "none", "val")
     return Stream(
-        make_loader(train, config.batch_size, train=True, seed=config.seed, num_workers=workers, labels=labels,
+        make_loader(train, config.batch_size, train=True, seed=config.seed, num_workers=loader_workers(train, workers),
+                    labels=labels,
                     num_classes=num_classes, balanced=config.balanced_sampler),
-        [make_loader(val, config.batch_size, train=False, num_workers=workers)],
+        [make_loader(val, config.batch_size, train=False, num_workers=loader_workers(val, workers))],
         labels,
     )
+
+
+def segmentation_stream(config: Config, splits: SegmentationSplits, built: BuiltModel) -> Stream:
+    """Shuffled square crops of images and masks (``--image-size``) and the val split at its own aspect,
+    padded to the encoder's stride; ignored pixels (``--ignore-index``, padding) become IGNORE."""
+    from cvtransfer.data.masks import SegmentationDataset
+    from cvtransfer.tasks.segmentation import ignoring_collate
+
+    workers = default_workers(config.num_workers)
+    size = config.image_size or built.preprocessing.input_size
+
+    def dataset(samples: list[tuple[str, str]], train: bool) -> SegmentationDataset:
+        return SegmentationDataset(samples, built.preprocessing, size, config.augment if train else "none", train,
+                                   splits.palette, splits.ignore_index, config.max_image_pixels,
+                                   ignore_colours=splits.ignore_colours)
+
+    collate = ignoring_collate(splits.ignore_index)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(dataset(splits.train, True), batch_size=config.batch_size, shuffle=True, generator=generator,
+                       num_workers=workers, collate_fn=collate, drop_last=len(splits.train) > config.batch_size,
+                       pin_memory=torch.cuda.is_available())
+    val = DataLoader(dataset(splits.val, False), batch_size=config.batch_size, num_workers=workers,
+                     collate_fn=collate, pin_memory=torch.cuda.is_available())
+    return Stream(train, [val], [])
 
 
 def feature_stream(config: Config, splits: DatasetSplits, built: BuiltModel) -> Stream:
@@ -120,7 +147,8 @@ def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
         sampler = WeightedRandomSampler(class_sample_weights(*balance),  # type: ignore[arg-type]  # a Tensor works
                                         num_samples=draws, replacement=True, generator=generator)
     # workers start afresh each epoch, seeded from the generator: what an exact resume restores
-    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, num_workers=workers,
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=loader_workers(dataset, workers),
                       pin_memory=torch.cuda.is_available())
 
 
@@ -137,8 +165,9 @@ def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preproces
         "target": _pair_loader(target, config, config.seed + 1, workers),
     }, mode="min_size")
     selection = fixed_sample(splits.target_train, config.selection_samples, config.seed)
-    val = [make_loader(memory.dataset(samples, preprocessing, "none", name), config.batch_size, train=False,
-                       num_workers=workers)
-           for samples, name in ((splits.val, "source val"), (selection, "target selection"),
-                                 (splits.target_test, "target test")) if samples]
+    held = [memory.dataset(samples, preprocessing, "none", name)
+            for samples, name in ((splits.val, "source val"), (selection, "target selection"),
+                                  (splits.target_test, "target test")) if samples]
+    val = [make_loader(dataset, config.batch_size, train=False, num_workers=loader_workers(dataset, workers))
+           for dataset in held]
     return Stream(train, val, labels)

@@ -59,6 +59,13 @@ def figure_html(fig: plt.Figure, alt: str, caption: str = "", dpi: int = 100) ->
     return Markup('<figure><img src="data:image/png;base64,{}" alt="{}">{}</figure>').format(data, alt, caption_html)
 
 
+def png_html(path: str | Path, alt: str, caption: str = "") -> Markup:
+    """A PNG file already written (a run folder's figure) as an inline image."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    caption_html = Markup("<figcaption>{}</figcaption>").format(caption) if caption else Markup("")
+    return Markup('<figure><img src="data:image/png;base64,{}" alt="{}">{}</figure>').format(data, alt, caption_html)
+
+
 def figures_html(*figures: Markup) -> Markup:
     """Figures side by side (wrapping to one per line on narrow screens)."""
     return Markup('<div class="figures">{}</div>').format(Markup("").join(figures))

@@ -41,8 +41,8 @@ def _integer_epochs(ax: plt.Axes) -> None:
 
 
 def curves_figure(history: list[dict[str, float]], title: str = "",
-                  selection: tuple[str, str] | None = None) -> plt.Figure:
-    """Loss and accuracy per epoch, training against validation.
+                  selection: tuple[str, str] | None = None, metric_name: str = "accuracy") -> plt.Figure:
+    """Loss and the task's metric (accuracy, miou) per epoch, training against validation.
 
     Adaptation runs (a ``target_accuracy`` column, or ``selection``): training and validation are
     the source's, the target test accuracy is added to the accuracy panel, and ``selection``
@@ -55,7 +55,7 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     loss_ax, acc_ax = axes[0], axes[1]
     epochs = [int(row["epoch"]) + 1 for row in history]
-    for ax, metric in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, metric_name)):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = _column(history, f"{split}_{metric}")
             if values is not None:
@@ -79,7 +79,7 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
         ax.legend()
         _integer_epochs(ax)
     loss_ax.set_ylabel("Cross-entropy loss")
-    acc_ax.set_ylabel("Accuracy")
+    acc_ax.set_ylabel({"accuracy": "Accuracy", "miou": "mIoU"}.get(metric_name, metric_name))
     acc_ax.set_ylim(0, 1.02)
     fig.suptitle(title or "Learning curves")
     fig.tight_layout()
@@ -87,9 +87,9 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
 
 
 def plot_curves(history: list[dict[str, float]], path: str | Path, title: str = "",
-                selection: tuple[str, str] | None = None) -> None:
+                selection: tuple[str, str] | None = None, metric_name: str = "accuracy") -> None:
     """Save :func:`curves_figure` as a PNG."""
-    save_figure(curves_figure(history, title, selection=selection), path)
+    save_figure(curves_figure(history, title, selection=selection, metric_name=metric_name), path)
 
 
 def confusion_figure(matrix: list[list[int]], class_names: list[str], normalise: bool = False) -> plt.Figure:

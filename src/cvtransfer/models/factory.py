@@ -61,12 +61,47 @@ def build_feature_model(
     return built
 
 
+def build_segmentation_model(
+    backbone_name: str, weights: str, class_names: list[str], decoder: str, image_size: int | None = None,
+    seed: int = 0, allow_partial_weights: bool = False,
+) -> BuiltModel:
+    """``backbone_name``'s feature maps with ``weights`` (imagenet, none, or a file: a classification run's
+    backbone, or a segmentation run's whole network) under a ``decoder`` for ``class_names``."""
+    from cvtransfer.models.segmentation import SegmentationModel
+
+    read = None
+    if weights not in ("imagenet", "none"):
+        read = read_state_dict(resolve_weights_file(weights))
+        image_size = image_size or _saved_size(read[1])
+    backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
+    model = SegmentationModel(backbone, decoder, len(class_names))
+    preprocessing, report = backbone.preprocessing, None
+    if weights == "imagenet":
+        weights_id = f"imagenet:{backbone.name}:{backbone.weights_source}"
+    elif weights == "none":
+        weights_id = f"none:{backbone.name}:seed{seed}"
+    else:
+        path = resolve_weights_file(weights)
+        report, metadata = load_into(model, backbone, path, class_names, allow_partial_weights, read)
+        log.log(logging.WARNING if report.new_head else logging.INFO, "weights: %s", report.summary())
+        if "preprocessing" in metadata:
+            preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        weights_id = f"file:{file_digest(path)}"
+    return BuiltModel(model, backbone, preprocessing.with_size(image_size), weights_id, report)
+
+
 def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> TransferModel:
     """An untrained model of the architecture a saved model's metadata describes (its tensors load into it).
 
     It is built at the saved input size (a ViT trained at 64 px has 64-px position embeddings).
     """
     architecture = metadata.get("architecture") or {}
+    if "decoder" in architecture:
+        from cvtransfer.models.segmentation import SegmentationModel
+
+        backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False,
+                                   image_size=_saved_size(metadata))
+        return SegmentationModel(backbone, str(architecture["decoder"]), num_classes)
     if "in_features" in architecture:
         backbone = feature_backbone(int(architecture["in_features"]), int(architecture["mlp_dim"]))
     else:

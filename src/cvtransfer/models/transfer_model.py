@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ class TransferModel(nn.Module):
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(bottleneck_dim or num_features, num_classes)
         self.layer_groups = layer_groups
-        self.architecture: dict[str, int] = {"bottleneck_dim": bottleneck_dim}  # saved with the model
+        self.architecture: dict[str, Any] = {"bottleneck_dim": bottleneck_dim}  # saved with the model
         self.frozen_groups: frozenset[int] = frozenset()
         self._norm_layers = self._norm_layers_by_group()
 

@@ -55,7 +55,9 @@ class LinearOptions:
 
 
 def head_kind(config: Config) -> str:
-    """The head fitting of ``config``: ``auto`` resolved (lbfgs)."""
+    """The head fitting of ``config``: ``auto`` resolved (lbfgs; a segmentation decoder trains: linear)."""
+    if config.task == "segmentation":
+        return "linear"
     return "lbfgs" if config.head == "auto" else config.head
 
 
