@@ -164,13 +164,7 @@ class Run:
             probs, targets = self._probs(samples)
         metrics = self.task.evaluate(probs, targets, self.classes)
         metrics.update(split=name, data=str(data or self.config.data))
-        history = self.history
-        if history:
-            result = run_diagnosis(self.config, history)
-            metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
-        write_json(out, metrics)
-        plot_confusion(metrics["confusion_matrix"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"))
-        return metrics
+        return self._write_metrics(metrics, out, metrics["confusion_matrix"], normalise=False)
 
     def _evaluate_segmentation(self, data: str | Path | None, out: Path) -> dict[str, Any]:
         from cvtransfer.engine.devices import pick_device
@@ -178,12 +172,18 @@ class Run:
 
         metrics = evaluate_segmentation(self, data, out, pick_device(self.config.accelerator))
         metrics["data"] = str(data or self.config.data)
-        if self.history:
-            result = run_diagnosis(self.config, self.history)
+        return self._write_metrics(metrics, out, metrics["confusion"], normalise=True)
+
+    def _write_metrics(self, metrics: dict[str, Any], out: Path, confusion: list[list[int]],
+                       normalise: bool) -> dict[str, Any]:
+        """``metrics`` with the fit diagnosis added, written to ``out``, its confusion matrix beside it."""
+        history = self.history
+        if history:
+            result = run_diagnosis(self.config, history)
             metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
         write_json(out, metrics)
-        plot_confusion(metrics["confusion"], self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"),
-                       normalise=True)
+        plot_confusion(confusion, self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"),
+                       normalise=normalise)
         return metrics
 
     def _evaluation_samples(self, data: str | Path | None) -> tuple[str, list[Sample]]:

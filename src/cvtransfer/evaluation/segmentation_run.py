@@ -7,8 +7,6 @@ argmax: metrics.json counts every pixel of the original masks (one confusion mat
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +32,6 @@ from cvtransfer.evaluation.segmentation import (
     save_png,
     segmentation_metrics,
 )
-from cvtransfer.io import atomic_write_text
 
 if TYPE_CHECKING:
     from cvtransfer.run import Run
@@ -161,12 +158,3 @@ def predict_segmentation(run: Run, files: Sequence[str], out: Path, device: torc
                      **{f"share_{name}": float(v) for name, v in zip(classes, counts)}})
     return rows
 
-
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """A CSV of ``rows`` (floats with 4 decimals), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
-    atomic_write_text(path, buffer.getvalue())

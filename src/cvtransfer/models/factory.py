@@ -38,10 +38,7 @@ def build_model(
     The model is built for ``image_size`` (else the weights file's size, else the default); a file's
     head is reused only for ``class_names`` (when given) equal to its own, in any order.
     """
-    read = None
-    if weights not in ("imagenet", "none"):
-        read = read_state_dict(resolve_weights_file(weights))
-        image_size = image_size or _saved_size(read[1])
+    read, image_size = _read_weights(weights, image_size)
     backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
     return _assemble(backbone, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim, class_names,
                      allow_partial_weights, read)
@@ -69,25 +66,10 @@ def build_segmentation_model(
     backbone, or a segmentation run's whole network) under a ``decoder`` for ``class_names``."""
     from cvtransfer.models.segmentation import SegmentationModel
 
-    read = None
-    if weights not in ("imagenet", "none"):
-        read = read_state_dict(resolve_weights_file(weights))
-        image_size = image_size or _saved_size(read[1])
+    read, image_size = _read_weights(weights, image_size)
     backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
     model = SegmentationModel(backbone, decoder, len(class_names))
-    preprocessing, report = backbone.preprocessing, None
-    if weights == "imagenet":
-        weights_id = f"imagenet:{backbone.name}:{backbone.weights_source}"
-    elif weights == "none":
-        weights_id = f"none:{backbone.name}:seed{seed}"
-    else:
-        path = resolve_weights_file(weights)
-        report, metadata = load_into(model, backbone, path, class_names, allow_partial_weights, read)
-        log.log(logging.WARNING if report.new_head else logging.INFO, "weights: %s", report.summary())
-        if "preprocessing" in metadata:
-            preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
-        weights_id = f"file:{file_digest(path)}"
-    return BuiltModel(model, backbone, preprocessing.with_size(image_size), weights_id, report)
+    return _with_weights(model, backbone, weights, image_size, seed, class_names, allow_partial_weights, read)
 
 
 def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> TransferModel:
@@ -96,17 +78,15 @@ def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> Tr
     It is built at the saved input size (a ViT trained at 64 px has 64-px position embeddings).
     """
     architecture = metadata.get("architecture") or {}
-    if "decoder" in architecture:
-        from cvtransfer.models.segmentation import SegmentationModel
-
-        backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False,
-                                   image_size=_saved_size(metadata))
-        return SegmentationModel(backbone, str(architecture["decoder"]), num_classes)
     if "in_features" in architecture:
         backbone = feature_backbone(int(architecture["in_features"]), int(architecture["mlp_dim"]))
     else:
         backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False,
                                    image_size=_saved_size(metadata))
+    if "decoder" in architecture:
+        from cvtransfer.models.segmentation import SegmentationModel
+
+        return SegmentationModel(backbone, str(architecture["decoder"]), num_classes)
     return TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups,
                          bottleneck_dim=int(architecture.get("bottleneck_dim", 0)))
 
@@ -122,6 +102,21 @@ def _assemble(backbone: Backbone, weights: str, num_classes: int, image_size: in
               allow_partial: bool = False, read: tuple[dict, dict] | None = None) -> BuiltModel:
     model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate,
                           bottleneck_dim)
+    return _with_weights(model, backbone, weights, image_size, seed, class_names, allow_partial, read)
+
+
+def _read_weights(weights: str, image_size: int | None) -> tuple[tuple[dict, dict] | None, int | None]:
+    """(the weights file's tensors and metadata, or None for imagenet / none; the input size to build for:
+    ``image_size``, else the file's)."""
+    if weights in ("imagenet", "none"):
+        return None, image_size
+    read = read_state_dict(resolve_weights_file(weights))
+    return read, image_size or _saved_size(read[1])
+
+
+def _with_weights(model: TransferModel, backbone: Backbone, weights: str, image_size: int | None, seed: int,
+                  class_names: list[str] | None, allow_partial: bool, read: tuple[dict, dict] | None) -> BuiltModel:
+    """``model`` with ``weights`` loaded (a file's: through :func:`load_into`), its preprocessing and weights id."""
     preprocessing, report = backbone.preprocessing, None
     if weights == "imagenet":
         weights_id = f"imagenet:{backbone.name}:{backbone.weights_source}"

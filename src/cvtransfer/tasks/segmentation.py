@@ -10,6 +10,7 @@ own size, so metrics.json counts every pixel of the original masks.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,16 +31,18 @@ IGNORE = -100  # what the ignored pixels (--ignore-index, padding) become in a b
 
 
 def ignoring_collate(ignore_index: int, stride: int = 32) -> Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]]:
-    """Batches padded to a multiple of ``stride`` (:func:`pad_collate`), every ignored pixel set to IGNORE."""
+    """Batches padded to a multiple of ``stride`` (:func:`pad_collate`), every ignored pixel set to IGNORE.
+
+    A partial of a module-level function, not a closure: DataLoader workers started by spawn pickle it."""
     from cvtransfer.data.masks import pad_collate
 
-    pad = pad_collate(stride, ignore_index)
+    return functools.partial(_collate_ignoring, pad_collate(stride, ignore_index), ignore_index)
 
-    def collate(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, masks = pad(items)
-        return images, masks.masked_fill(masks == ignore_index, IGNORE)
 
-    return collate
+def _collate_ignoring(pad: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor]], ignore_index: int,
+                      items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, masks = pad(items)
+    return images, masks.masked_fill(masks == ignore_index, IGNORE)
 
 
 @dataclass
@@ -95,13 +98,3 @@ class Segmentation(Task):
 
         return (f"{metrics['split']} mIoU {show(metrics['miou'])}, pixel accuracy {show(metrics['pixel_accuracy'])}, "
                 f"mean class accuracy {show(metrics['mean_class_accuracy'])} ({metrics['num_images']} images)")
-
-    def prediction_rows(self, paths: list[str], probs: torch.Tensor, classes: list[str],
-                        top_k: int = 1) -> list[dict[str, Any]]:
-        """One row per image: the mask files written and each class's share of the pixels."""
-        rows = []
-        for path, pred in zip(paths, probs):
-            counts = torch.bincount(pred.flatten(), minlength=len(classes)).float()
-            share = counts / counts.sum().clamp(min=1)
-            rows.append({"path": path, **{f"share_{name}": float(v) for name, v in zip(classes, share)}})
-        return rows
