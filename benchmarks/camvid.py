@@ -95,7 +95,7 @@ def main() -> None:
     results_dir = Path(__file__).with_name("results")
     results_dir.mkdir(exist_ok=True)
     (results_dir / log.with_suffix(".json").name).write_text(json.dumps(
-        {"args": vars(args), **{k: {"metrics": {m: v for m, v in r[0].items() if m != "per_image_miou"},
+        {"args": vars(args), **{k: {"metrics": {m: v for m, v in r[0].items() if m not in ("per_image_miou", "data")},
                                     "seconds": r[1]} for k, r in results.items()}}, indent=1))
 
 

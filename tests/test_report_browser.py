@@ -51,7 +51,9 @@ def chromium() -> str:
     return path
 
 
-def test_report_renders_in_chromium(chromium: str, finished_report: Path, tmp_path: Path) -> None:
+def render(chromium: str, report: Path, screenshot: Path) -> tuple[list[str], list[str], list[list[str]], list[bool], int]:
+    """Load ``report`` in headless Chromium: (console errors, network requests, [section id, title],
+    whether each image decoded, the page's scroll width); a full-page screenshot goes to ``screenshot``."""
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
@@ -64,16 +66,55 @@ def test_report_renders_in_chromium(chromium: str, finished_report: Path, tmp_pa
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("request", lambda request: requests.append(request.url)
                     if not request.url.startswith(("file:", "data:")) else None)
-            page.goto(finished_report.as_uri(), wait_until="load")
+            page.goto(report.as_uri(), wait_until="load")
             sections = page.eval_on_selector_all("section", "all => all.map(s => [s.id, s.querySelector('h2').innerText])")
             images = page.eval_on_selector_all("img", "all => all.map(i => i.complete && i.naturalWidth > 0)")
             width = page.evaluate("document.documentElement.scrollWidth")
-            page.screenshot(path=tmp_path / "report.png", full_page=True)
+            page.screenshot(path=screenshot, full_page=True)
         finally:
             browser.close()
+    return errors, requests, sections, images, width
+
+
+def test_report_renders_in_chromium(chromium: str, finished_report: Path, tmp_path: Path) -> None:
+    errors, requests, sections, images, width = render(chromium, finished_report, tmp_path / "report.png")
     assert errors == [] and requests == []
     assert [s[0] for s in sections] == list(SECTIONS) and all(title for _, title in sections)
     assert len(images) >= 7 and all(images)
     assert width <= LAPTOP["width"]
     with Image.open(tmp_path / "report.png") as shot:
         assert shot.width == LAPTOP["width"] and shot.height > 3 * LAPTOP["height"]
+
+
+SEGMENTATION_SECTIONS = ["summary", "config", "data", "curves", "per-class-iou", "confusion", "examples", "diagnosis"]
+
+
+def test_segmentation_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
+    import cvtransfer
+    from tests.tasks.test_segmentation import seg_config, write_segmentation_data
+
+    data = write_segmentation_data(tmp_path / "data")
+    run = cvtransfer.fit(seg_config(data, tmp_path / "run", epochs=2, report=True)).path
+    errors, requests, sections, images, width = render(chromium, run / "report.html", tmp_path / "report.png")
+    assert errors == [] and requests == []
+    assert [s[0] for s in sections] == SEGMENTATION_SECTIONS and all(title for _, title in sections)
+    assert len(images) >= 4 and all(images)
+    assert width <= LAPTOP["width"]
+    with Image.open(tmp_path / "report.png") as shot:
+        assert shot.width == LAPTOP["width"] and shot.height > 2 * LAPTOP["height"]
+
+
+DETECTION_SECTIONS = ["summary", "config", "data", "curves", "per-class-ap", "pr-curve", "examples", "diagnosis"]
+
+
+def test_detection_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
+    import cvtransfer
+    from tests.tasks.test_detection import det_config, write_detection_data
+
+    data = write_detection_data(tmp_path / "data")
+    run = cvtransfer.fit(det_config(data, tmp_path / "run", epochs=1, report=True)).path
+    errors, requests, sections, images, width = render(chromium, run / "report.html", tmp_path / "report.png")
+    assert errors == [] and requests == []
+    assert [s[0] for s in sections] == DETECTION_SECTIONS and all(title for _, title in sections)
+    assert len(images) >= 3 and all(images)
+    assert width <= LAPTOP["width"]

@@ -6,6 +6,7 @@ from cvtransfer.api import (
     auto,
     backbones,
     compare,
+    convert,
     evaluate,
     fit,
     lr_find,
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "adapt", "auto", "backbones", "compare", "evaluate", "fit", "lr_find", "predict", "pretrained", "rank", "report", "resume", "shift",
+    "adapt", "auto", "backbones", "compare", "convert", "evaluate", "fit", "lr_find", "predict", "pretrained", "rank", "report", "resume", "shift",
 ]

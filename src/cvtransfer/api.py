@@ -158,3 +158,12 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = COMPARE_FILE) -> P
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     return write_comparison(run_dirs, out)
+
+
+def convert(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error") -> Path:
+    """Write object detection data (COCO, Pascal VOC or YOLO, told by its layout; splits kept) as a new folder
+    ``dst`` in format ``to``; ``missing_labels="background"`` reads images without labels as images without objects.
+    """
+    from cvtransfer.data.box_formats import convert as convert_boxes
+
+    return convert_boxes(src, dst, to, missing_labels)

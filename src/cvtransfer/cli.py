@@ -193,11 +193,12 @@ def evaluate(
     max_image_pixels: MaxPixels = None,
 ) -> None:
     """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix (segmentation:
-    mIoU, Dice, pixel and mean class accuracy, per-class IoU)."""
+    mIoU, Dice, pixel and mean class accuracy, per-class IoU; detection: COCO mAP, by size, per class)."""
     metrics = api.evaluate(run_dir, data, out, max_image_pixels)
-    if "miou" in metrics:
-        typer.echo(get_task("segmentation").summary(metrics))
-        return
+    for key, task in (("miou", "segmentation"), ("map", "detection")):
+        if key in metrics:
+            typer.echo(get_task(task).summary(metrics))
+            return
     typer.echo(
         f"{metrics['split']}: accuracy {metrics['accuracy']:.4f}  balanced {metrics['balanced_accuracy']:.4f}  "
         f"macro F1 {metrics['f1_macro']:.4f}  ROC-AUC {_fmt(metrics['roc_auc'])}  ({metrics['num_samples']} images)"
@@ -213,7 +214,9 @@ def predict(
     max_image_pixels: MaxPixels = None,
 ) -> None:
     """Predict labels for images: CSV with path, label, probability (and top-k). A segmentation run also
-    writes each image's mask and overlay under OUT without its suffix (predictions/masks, predictions/overlays)."""
+    writes each image's mask and overlay under OUT without its suffix (predictions/masks, predictions/overlays);
+    a detection run writes a row per box (path, label, score, x1, y1, x2, y2) and, under OUT without its
+    suffix, predictions.json (every box) and drawn/ (the images with their boxes)."""
     rows = api.predict(run_dir, paths, top_k=top_k, out=out, max_image_pixels=max_image_pixels)
     typer.echo(f"{len(rows)} predictions written to {out}")
 
@@ -471,3 +474,18 @@ def shift(
     typer.echo(f"proxy A-distance (0 = same, 2 = separable)          {result['proxy_a_distance']:.4g}")
     typer.echo(f"Wasserstein-1 (exact, POT)                          {result['wasserstein']:.4g}")
     typer.echo(f"written to {out / 'shift.json'}")
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="Detection data: COCO, Pascal VOC or YOLO (told by the layout), "
+                                             "alone or in train/ val/ test/.")],
+    dst: Annotated[Path, typer.Argument(help="Folder to write (refused if it exists and is not empty).")],
+    to: Annotated[Literal["coco", "voc", "yolo"], typer.Option(help="Label format to write.")],
+    missing_labels: Annotated[Literal["error", "background"], typer.Option(
+        help="An image without a label file: an error, or an image without objects.")] = "error",
+) -> None:
+    """Convert object detection labels between COCO, Pascal VOC and YOLO (images copied, splits kept)."""
+    from cvtransfer.data.box_formats import convert_with_summary
+
+    typer.echo(convert_with_summary(src, dst, to, missing_labels)[1])

@@ -71,3 +71,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def beside(metrics_file: str | Path, kind: str) -> Path:
+    """The picture of ``kind`` written beside a metrics file: metrics.json -> KIND.png,
+    metrics_external.json -> KIND_external.png, other.json -> other_KIND.png."""
+    path = Path(metrics_file)
+    stem = path.stem.replace("metrics", kind) if "metrics" in path.stem else f"{path.stem}_{kind}"
+    return path.with_name(stem + ".png")

@@ -24,16 +24,15 @@ from cvtransfer.data.features import prepare_for_inference
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.data.images import is_image_file, list_files, split_usable
 from cvtransfer.data.loaders import default_workers, make_loader
-from cvtransfer.data.masks import SegmentationSplits
 from cvtransfer.data.transforms import Preprocessing, eval_transform
 from cvtransfer.engine.checkpoints import save_model
 from cvtransfer.engine.history import read_history
 from cvtransfer.engine.progress import announce_run_folder
-from cvtransfer.engine.splits import read_splits
+from cvtransfer.engine.splits import TaskSplits, read_splits
 from cvtransfer.errors import CvTransferError, DataError, WeightsError
 from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
-from cvtransfer.io import atomic_write_text, read_json, write_json
+from cvtransfer.io import atomic_write_text, beside, read_json, write_json
 from cvtransfer.models.factory import rebuild_model
 from cvtransfer.models.metadata import require_run_metadata
 from cvtransfer.models.transfer_model import TransferModel
@@ -110,7 +109,7 @@ class Run:
     def history(self) -> list[dict[str, float]]:
         return read_history(self.path / "history.csv")
 
-    def splits(self) -> DatasetSplits | SegmentationSplits:
+    def splits(self) -> TaskSplits:
         return read_splits(self.config, self.path / "splits.json")
 
     @cached_property
@@ -154,6 +153,8 @@ class Run:
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
         if self.config.task == "segmentation":
             return self._evaluate_segmentation(data, out)
+        if self.config.task == "detection":
+            return self._evaluate_detection(data, out)
         name, samples = self._evaluation_samples(data)
         if not samples:
             raise DataError(f"no images to evaluate in the {name} split")
@@ -174,16 +175,25 @@ class Run:
         metrics["data"] = str(data or self.config.data)
         return self._write_metrics(metrics, out, metrics["confusion"], normalise=True)
 
-    def _write_metrics(self, metrics: dict[str, Any], out: Path, confusion: list[list[int]],
+    def _evaluate_detection(self, data: str | Path | None, out: Path) -> dict[str, Any]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.detection_run import evaluate_detection
+
+        metrics = evaluate_detection(self, data, out, pick_device(self.config.accelerator))
+        metrics["data"] = str(data or self.config.data)
+        return self._write_metrics(metrics, out, None, normalise=False)
+
+    def _write_metrics(self, metrics: dict[str, Any], out: Path, confusion: list[list[int]] | None,
                        normalise: bool) -> dict[str, Any]:
-        """``metrics`` with the fit diagnosis added, written to ``out``, its confusion matrix beside it."""
+        """``metrics`` with the fit diagnosis added, written to ``out``, its confusion matrix (if any) beside it."""
         history = self.history
         if history:
             result = run_diagnosis(self.config, history)
             metrics["diagnosis"] = {"verdict": result.verdict, "message": result.message, "signals": result.signals}
         write_json(out, metrics)
-        plot_confusion(confusion, self.classes, out.with_name(out.stem.replace("metrics", "confusion") + ".png"),
-                       normalise=normalise)
+        if confusion is not None:
+            plot_confusion(confusion, self.classes, beside(out, "confusion"),
+                           normalise=normalise)
         return metrics
 
     def _evaluation_samples(self, data: str | Path | None) -> tuple[str, list[Sample]]:
@@ -212,6 +222,11 @@ class Run:
             from cvtransfer.evaluation.segmentation_run import predict_segmentation
 
             return predict_segmentation(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
+        if self.config.task == "detection":
+            from cvtransfer.engine.devices import pick_device
+            from cvtransfer.evaluation.detection_run import predict_detection
+
+            return predict_detection(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
         probs, _ = self._probs([(p, 0) for p in usable])
         return self.task.prediction_rows(usable, probs, self.classes, top_k)
 
@@ -260,6 +275,8 @@ def method_label(run: Run) -> str:
     config = run.config
     if config.task == "segmentation":
         return f"{config.strategy}, {config.decoder} decoder"
+    if config.task == "detection":
+        return f"{config.strategy}, {config.detector}"
     strategy = f"{config.strategy} ({head_kind(config)} head)" if config.strategy == "linear" else config.strategy
     if not is_adaptation(run):
         return strategy

@@ -140,6 +140,20 @@ def test_strategies_train_the_decoder_and_what_they_unfreeze(strategy: str, seg_
     assert frozen_encoder == (strategy == "linear")
 
 
+def test_l2sp_penalises_the_decoder_weights(seg_data: Path, tmp_path: Path) -> None:
+    from cvtransfer.engine.runner import prepare
+    from cvtransfer.engine.splits import load_splits
+    from cvtransfer.losses.base import LossBatch
+
+    config = seg_config(seg_data, tmp_path / "run", strategy="l2sp", epochs=1)
+    (tmp_path / "run").mkdir()
+    prepared = prepare(config, load_splits(config, tmp_path / "run"))
+    empty = torch.empty(0)
+    loss, _ = prepared.loss_terms(LossBatch(empty, empty, empty, 0.0))
+    decoder = sum(w.pow(2).sum() for w in prepared.built.model.head.parameters() if w.ndim > 1)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(config.l2sp_beta / 2 * float(decoder), rel=1e-5)
+
+
 def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(seg_data: Path, tmp_path: Path) -> None:
     from tests.engine.test_exact_resume import assert_same, run
 

@@ -129,5 +129,5 @@ def for_world_size(loader: DataLoader, world_size: int) -> DataLoader:
     drop_last = drop_last_for(len(cast(Sized, loader.dataset)), loader.batch_size, world_size)
     if drop_last == loader.drop_last:
         return loader
-    kept = ("batch_size", "sampler", "generator", "num_workers", "persistent_workers", "pin_memory")
+    kept = ("batch_size", "sampler", "generator", "num_workers", "persistent_workers", "pin_memory", "collate_fn")
     return DataLoader(loader.dataset, drop_last=drop_last, **{name: getattr(loader, name) for name in kept})

@@ -74,7 +74,7 @@ def check_strategy_options(config: Config) -> None:
         raise ConfigError("--probe-l2 sets the penalty of the lbfgs head: it needs --strategy linear with --head "
                           "auto or lbfgs; leave it out")
     probe_l2_values(config)  # a malformed --probe-l2 is refused before anything is read
-    if strategy.uses_feature_cache and config.task != "segmentation":  # segmentation does not cache the maps
+    if strategy.uses_feature_cache and config.task == "classification":  # dense tasks do not cache the maps
         for flag, value, default in (("--augment", config.augment, "light"), ("--mixup", config.mixup, 0.0),
                                      ("--cutmix", config.cutmix, 0.0)):
             if value != default and not (flag == "--augment" and value == "none"):
@@ -109,7 +109,7 @@ def check_adapt_options(config: Config) -> None:
     check_strategy_options(config)
 
 
-# Options of classification that segmentation cannot honour (their defaults) and why.
+# Options of classification that segmentation and detection cannot honour (their defaults) and why.
 NOT_FOR_SEGMENTATION: dict[str, tuple[Any, str]] = {
     "target": (None, "domain adaptation is for classification so far; train with fit"),
     "mixup": (0.0, "images are not mixed with their masks"),
@@ -119,24 +119,57 @@ NOT_FOR_SEGMENTATION: dict[str, tuple[Any, str]] = {
     "loss": ("", "the loss terms read pooled features"),
     "in_memory": ("auto", "segmentation reads its images and masks from the files"),
 }
-SEGMENTATION_ONLY = {"decoder": "unet", "ignore_index": 255, "classes_file": ""}
+NOT_FOR_DETECTION: dict[str, tuple[Any, str]] = {
+    "target": (None, "domain adaptation is for classification so far; train with fit"),
+    "mixup": (0.0, "images are not mixed with their boxes"),
+    "cutmix": (0.0, "images are not mixed with their boxes"),
+    "balanced_sampler": (False, "an image holds boxes of several classes"),
+    "class_weights": ("none", "the detector's losses take no class weights"),
+    "loss": ("", "the loss terms read pooled features"),
+    "label_smoothing": (0.0, "the detector's losses take no label smoothing"),
+    "in_memory": ("auto", "detection reads its images from the files"),
+    "monitor": ("val_loss", "detection keeps the epoch of the best validation mAP"),
+}
+# The options of one task (their defaults), refused with another.
+TASK_ONLY: dict[str, dict[str, Any]] = {
+    "segmentation": {"decoder": "unet", "ignore_index": 255, "classes_file": ""},
+    "detection": {"detector": "fasterrcnn", "norm": "frozen", "anchor_sizes": "", "missing_labels": "error"},
+}
+NOT_FOR = {"segmentation": NOT_FOR_SEGMENTATION, "detection": NOT_FOR_DETECTION}
+HEAD_ROLE = {"segmentation": "the decoder", "detection": "the detector's FPN and heads"}
 
 
 def check_task_options(config: Config) -> None:
-    """Refuse options the task cannot honour: classification's with --task segmentation and the reverse."""
-    if config.task == "segmentation":
-        for name, (default, reason) in NOT_FOR_SEGMENTATION.items():
-            if getattr(config, name) != default:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} does not apply to --task segmentation ({reason}); leave it out")
-        if config.head not in ("auto", "linear"):
-            raise ConfigError(f"--head {config.head} fits a classifier on pooled features: with --task segmentation "
-                              "--strategy linear trains the decoder on the frozen encoder; leave --head out")
-        return
-    for name, default in SEGMENTATION_ONLY.items():
+    """Refuse options the task cannot honour: classification's with --task segmentation or detection, and
+    each task's own options with another task."""
+    for name, (default, reason) in NOT_FOR.get(config.task, {}).items():
         if getattr(config, name) != default:
-            raise ConfigError(f"--{name.replace('_', '-')} applies to --task segmentation only; add --task "
-                              "segmentation or leave it out")
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to --task {config.task} ({reason}); leave it out")
+    if config.task in HEAD_ROLE and config.head not in ("auto", "linear"):
+        raise ConfigError(f"--head {config.head} fits a classifier on pooled features: with --task {config.task} "
+                          f"--strategy linear trains {HEAD_ROLE[config.task]} on the frozen backbone; leave --head out")
+    for task, options in TASK_ONLY.items():
+        if task == config.task:
+            continue
+        for name, default in options.items():
+            if getattr(config, name) != default:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to --task {task} only; add --task {task} or "
+                                  "leave it out")
+    if config.task == "detection" and config.anchor_sizes not in ("", "auto"):
+        from cvtransfer.tasks.detection import anchor_sizes
+
+        try:
+            sizes = anchor_sizes(config)
+        except ValueError:
+            sizes = None
+        if not sizes or any(size <= 0 for size in sizes):
+            raise ConfigError(f"--anchor-sizes '{config.anchor_sizes}' is not a list of positive pixel sizes: give "
+                              "e.g. 16,32,64,128,256 (one per level), auto, or leave it out")
+        levels = 6 if config.detector == "ssdlite" else 5
+        if len(sizes) != levels:
+            raise ConfigError(f"--anchor-sizes gives {len(sizes)} sizes but --detector {config.detector} has {levels} "
+                              f"levels: give {levels} sizes, auto, or leave it out")
 
 
 def check_options(config: Config) -> None:

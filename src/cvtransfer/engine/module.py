@@ -37,10 +37,10 @@ VALIDATION, TARGET_SELECT, TARGET_TEST = 0, 1, 2
 _RENAMED_KEYS = {"regularizer.": "loss_terms.terms.l2sp.", "losses.terms.": "loss_terms.terms."}
 
 
-def history_columns(task: Task, loss_terms: LossTerms, paired: bool) -> tuple[str, ...]:
+def history_columns(task: Task, loss_terms: LossTerms, paired: bool, parts: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The history.csv columns of a run besides the losses: the task's metric, the loss terms' columns, ..."""
-    columns = [f"train_{task.metric_name}", f"val_{task.metric_name}",
-               *(f"train_{name}" for name in loss_terms.metric_names)]
+    columns = [*([f"train_{task.metric_name}"] if task.train_metric else []), f"val_{task.metric_name}",
+               *(f"train_{name}" for name in (*parts, *loss_terms.metric_names))]
     if paired:
         columns = ["train_ce", *columns, f"target_{task.metric_name}",
                    *(f"val_{name}" for name in SELECTION_SCORES)]
@@ -101,6 +101,40 @@ class TransferModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         paired = isinstance(batch, Mapping)
         x, y = batch["source"] if paired else batch
+        own = None if paired else self.task.network_loss(self.network, x, y)
+        size = len(y)
+        if own is not None:  # a detector computes its losses itself; no features, no logits
+            task_loss, parts = own
+            for name, value in parts.items():
+                self.log(f"train_{name}", value.detach(), on_step=False, on_epoch=True, batch_size=size)
+            empty = task_loss.new_empty(0)
+            step = LossBatch(empty, empty, empty, self.progress)
+            logits = None
+        else:
+            task_loss, logits, step = self._classify_batch(batch, x, y, paired)
+        loss = task_loss
+        if len(self.loss_terms):
+            extra, metrics = self.loss_terms(step)
+            loss = task_loss + extra
+            for name, value in metrics.items():
+                self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
+        if not torch.isfinite(loss.detach()):  # before the epoch's checkpoint overwrites the last good one
+            kept = ("the last finished epoch's checkpoint is kept (checkpoints/last.ckpt)" if self.current_epoch
+                    else "no epoch had finished, so there is nothing to keep")
+            raise TrainingDiverged(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch + 1}, "
+                                   f"step {self.global_step + 1}: lower --lr (now {self.lr:g}) or set --grad-clip; {kept}")
+        if paired:
+            self.log("train_ce", task_loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        if logits is not None and self.task.train_metric:
+            self.train_metric(logits.detach(), y)
+            self.log(f"train_{self.task.metric_name}", self.train_metric, on_step=False, on_epoch=True,
+                     batch_size=size)
+        return loss
+
+    def _classify_batch(self, batch: Any, x: torch.Tensor, y: torch.Tensor,
+                        paired: bool) -> tuple[torch.Tensor, torch.Tensor, LossBatch]:
+        """(task loss, logits, what the loss terms read) of a batch the engine runs through embed and classify."""
         targets = y
         if self.mixer is not None:
             x, targets = self.mixer(x, y)
@@ -115,32 +149,23 @@ class TransferModule(pl.LightningModule):
             features, target_features, target_logits = self.embed(x), None, None
             logits = self.classify(features)
         task_loss: torch.Tensor = self.criterion(logits, targets)
-        loss = task_loss
-        size = len(y)
-        if len(self.loss_terms):
-            extra, metrics = self.loss_terms(LossBatch(features, logits, y, self.progress, target_features,
-                                                       target_logits))
-            loss = task_loss + extra
-            for name, value in metrics.items():
-                self.log(f"train_{name}", value, on_step=False, on_epoch=True, batch_size=size)
-        if not torch.isfinite(loss.detach()):  # before the epoch's checkpoint overwrites the last good one
-            kept = ("the last finished epoch's checkpoint is kept (checkpoints/last.ckpt)" if self.current_epoch
-                    else "no epoch had finished, so there is nothing to keep")
-            raise TrainingDiverged(f"the training loss became {float(loss.detach())} at epoch {self.current_epoch + 1}, "
-                                   f"step {self.global_step + 1}: lower --lr (now {self.lr:g}) or set --grad-clip; {kept}")
-        if paired:
-            self.log("train_ce", task_loss.detach(), on_step=False, on_epoch=True, batch_size=size)
-        self.train_metric(logits.detach(), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log(f"train_{self.task.metric_name}", self.train_metric, on_step=False, on_epoch=True, batch_size=size)
-        return loss
+        return task_loss, logits, LossBatch(features, logits, y, self.progress, target_features, target_logits)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                        dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: tuple[Any, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
+        name = self.task.metric_name
+        own = self.task.network_outputs(self.network, x, y)
+        if own is not None:  # a detector's boxes (labelled validation only) and its own loss
+            outputs, own_loss = own
+            self.val_metric.update(outputs, y)
+            if own_loss is not None:
+                self.log("val_loss", own_loss, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True,
+                         add_dataloader_idx=False)
+            self.log(f"val_{name}", self.val_metric, on_epoch=True, prog_bar=True, batch_size=len(y),
+                     add_dataloader_idx=False)
+            return
         features = self.embed(x)
         logits = self.classify(features)
-        name = self.task.metric_name
         if dataloader_idx == VALIDATION:
             self.val_metric(logits, y)
             # adapt's val_loss is the task's plain per-sample loss on the source split (DEV reads it too); fit's

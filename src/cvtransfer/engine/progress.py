@@ -19,7 +19,8 @@ from typing import IO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-EPOCH_METRICS = ("train_loss", "train_accuracy", "train_miou", "val_loss", "val_accuracy", "val_miou", "target_accuracy")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "train_miou", "val_loss", "val_accuracy", "val_miou", "val_map",
+                 "target_accuracy")
 LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 LIBRARY_WARNINGS = ".*(does not have many workers|LeafSpec|in eval mode|exists and is not empty).*"
 FOLDER_LOGGER = "cvtransfer.run_folder"  # "run folder: ..."; the CLI prints it on stdout itself

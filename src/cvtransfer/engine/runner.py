@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cvtransfer.data.box_splits import DetectionSplits
 from cvtransfer.data.domains import DomainSplits, feature_width
 from cvtransfer.data.folders import DatasetSplits
 from cvtransfer.data.loaders import class_loss_weights, for_world_size
@@ -35,6 +36,7 @@ from cvtransfer.engine.random_state import RandomState, loader_generators
 from cvtransfer.engine.splits import SPLITS_FILE, load_domain_splits, load_splits
 from cvtransfer.engine.streams import (
     Stream,
+    detection_stream,
     feature_stream,
     head_on_features,
     labelled_stream,
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_STAGE = "source_stage"
-Splits = DatasetSplits | DomainSplits | SegmentationSplits
+Splits = DatasetSplits | DomainSplits | SegmentationSplits | DetectionSplits
 
 
 @dataclass
@@ -106,6 +108,12 @@ class Prepared:
 def build_run_model(config: Config, splits: Splits, weights: str | None = None) -> BuiltModel:
     """The task's model: the backbone (or, for feature files, an MLP), adapt's bottleneck, the task's head."""
     task = get_task(config.task)
+    if isinstance(splits, DetectionSplits) and config.anchor_sizes == "auto":
+        from cvtransfer.tasks.detection import suggested_anchor_sizes
+
+        suggested = ",".join(map(str, suggested_anchor_sizes(splits.train, config)))
+        log.info("anchor sizes from the training boxes (--anchor-sizes auto): %s", suggested)
+        config = config.replace(anchor_sizes=suggested)
     if isinstance(splits, DomainSplits):
         width = feature_width(splits.train) if splits.features else None
         return task.build_model(config, splits.classes, weights or config.weights, config.bottleneck_dim, width)
@@ -129,6 +137,8 @@ def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepa
         stream = paired_stream(config, splits, built.preprocessing)
     elif isinstance(splits, SegmentationSplits):  # a frozen encoder's maps are not cached: the decoder reads them
         stream = segmentation_stream(config, splits, built)
+    elif isinstance(splits, DetectionSplits):
+        stream = detection_stream(config, splits)
     elif strategy.uses_feature_cache:
         stream = feature_stream(config, splits, built)
         network = head_on_features(built)
@@ -152,13 +162,14 @@ def train(config: Config, run_dir: Path, splits: Splits, callbacks: list[pl.Call
         # a resumed run (which does not measure) must train in the same layout to repeat the same numbers
         prepared.built.model.to(memory_format=torch.channels_last)
     module = prepared.module()
-    monitor = None
+    monitor: tuple[str | None, str] | None = prepared.task.monitor
     if prepared.paired:
         metric = None if config.select_by == "none" else f"val_{config.select_by}"
         monitor = (metric, "max" if metric is None else SELECTION_SCORES.get(config.select_by).mode)
     random_state = RandomState([])  # exact resume: the generators' state travels in the checkpoints
     trainer = build_trainer(config, run_dir, [random_state, *prepared.strategy.callbacks(), *(callbacks or [])],
-                            extra_metrics=history_columns(prepared.task, prepared.loss_terms, prepared.paired),
+                            extra_metrics=history_columns(prepared.task, prepared.loss_terms, prepared.paired,
+                                                          prepared.task.loss_parts(config)),
                             monitor=monitor)
     val: Any = prepared.stream.val
     if isinstance(prepared.stream.train, DataLoader):

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cvtransfer.data.box_splits import DetectionSplits, discover_detection_splits
 from cvtransfer.data.domains import DomainSplits, discover_domains
 from cvtransfer.data.folders import DatasetSplits, discover, write_skipped
 from cvtransfer.data.masks import SegmentationSplits, discover_segmentation
@@ -18,10 +19,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TaskSplits = DatasetSplits | SegmentationSplits | DetectionSplits
 SPLITS_FILE = "splits.json"
 
 
-def load_splits(config: Config, run_dir: Path) -> DatasetSplits | SegmentationSplits:
+def load_splits(config: Config, run_dir: Path) -> TaskSplits:
     """The run's splits: read back when resuming (same files, same split), else discovered and saved."""
     saved = run_dir / SPLITS_FILE
     if saved.is_file():
@@ -30,6 +32,8 @@ def load_splits(config: Config, run_dir: Path) -> DatasetSplits | SegmentationSp
         raise ConfigError("no data given: pass DATA_DIR (or data= in the config)")
     if config.task == "segmentation":
         return _segmentation_splits(config, run_dir)
+    if config.task == "detection":
+        return _detection_splits(config, run_dir)
     splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     if not is_main_process():  # every rank finds the same seeded split; one writes it
         return splits
@@ -44,10 +48,10 @@ def load_splits(config: Config, run_dir: Path) -> DatasetSplits | SegmentationSp
     return splits
 
 
-def read_splits(config: Config, path: Path) -> DatasetSplits | SegmentationSplits:
+def read_splits(config: Config, path: Path) -> TaskSplits:
     """A saved splits.json of a run of ``config``'s task."""
-    kind = SegmentationSplits if config.task == "segmentation" else DatasetSplits
-    return kind.from_dict(read_json(path))
+    kinds: dict[str, type[TaskSplits]] = {"segmentation": SegmentationSplits, "detection": DetectionSplits}
+    return kinds.get(config.task, DatasetSplits).from_dict(read_json(path))
 
 
 def _segmentation_splits(config: Config, run_dir: Path) -> SegmentationSplits:
@@ -59,6 +63,19 @@ def _segmentation_splits(config: Config, run_dir: Path) -> SegmentationSplits:
         write_json(run_dir / "classes.json", splits.classes)
     log.info("data: %d classes; %d train, %d val, %d test images with masks (ignore index %d)", len(splits.classes),
              len(splits.train), len(splits.val), len(splits.test), splits.ignore_index)
+    return splits
+
+
+def _detection_splits(config: Config, run_dir: Path) -> DetectionSplits:
+    assert config.data is not None
+    splits = discover_detection_splits(config.data, config.val_split, config.test_split, config.seed,
+                                       config.missing_labels)
+    if is_main_process():
+        write_json(run_dir / SPLITS_FILE, splits.to_dict())
+        write_json(run_dir / "classes.json", splits.classes)
+    log.info("data: %d classes; %d train, %d val, %d test images with %d, %d, %d boxes", len(splits.classes),
+             len(splits.train), len(splits.val), len(splits.test),
+             *(splits.counts(name)["boxes"] for name in ("train", "val", "test")))
     return splits
 
 

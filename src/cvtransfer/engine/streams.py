@@ -3,6 +3,7 @@
 - :func:`labelled_stream`: batches of labelled images (``fit``), or of their cached backbone
   features when the strategy trains only the head (linear probes);
 - :func:`segmentation_stream`: batches of image crops and their masks (``--task segmentation``);
+- :func:`detection_stream`: lists of images and their boxes (``--task detection``);
 - :func:`paired_stream`: a source batch and an unlabelled target batch per step (``adapt``),
   ``iters_per_epoch`` steps per epoch, cycling through the smaller domain.
 
@@ -23,6 +24,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
+from cvtransfer.data.box_splits import DetectionSplits
 from cvtransfer.data.domains import DomainSplits
 from cvtransfer.data.features import cached_features
 from cvtransfer.data.folders import DatasetSplits
@@ -150,6 +152,21 @@ def _pair_loader(dataset: Any, config: Config, seed: int, workers: int,
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                       num_workers=loader_workers(dataset, workers),
                       pin_memory=torch.cuda.is_available())
+
+
+def detection_stream(config: Config, splits: DetectionSplits) -> Stream:
+    """Shuffled images with their boxes (flipped together for training) and the val split, each at its own
+    size: the detector resizes (shorter side ``--image-size``) and normalises inside."""
+    from cvtransfer.data.box_splits import DetectionDataset, detection_collate
+
+    workers = default_workers(config.num_workers)
+    generator = torch.Generator().manual_seed(config.seed)
+    train = DataLoader(DetectionDataset(splits.train, config.augment, True, config.max_image_pixels),
+                       batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=workers,
+                       collate_fn=detection_collate, drop_last=len(splits.train) > config.batch_size)
+    val = DataLoader(DetectionDataset(splits.val, "none", False, config.max_image_pixels), batch_size=config.batch_size,
+                     num_workers=workers, collate_fn=detection_collate)
+    return Stream(train, [val], [])
 
 
 def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preprocessing) -> Stream:

@@ -33,12 +33,19 @@ def diagnose(history: list[dict[str, float]], stopped_early: bool = False, epoch
     last = rows[-1]
     train_acc = last.get(f"train_{metric}", math.nan)
     val_acc = last.get(f"val_{metric}", math.nan)
-    label = {"accuracy": "accuracy", "miou": "mIoU"}.get(metric, metric)
+    label = {"accuracy": "accuracy", "miou": "mIoU", "map": "mAP"}.get(metric, metric)
     best_val_loss = min(r["val_loss"] for r in rows)
     rise = (last["val_loss"] - best_val_loss) / max(best_val_loss, 1e-8)
     gap = train_acc - val_acc
     signals = {f"train_{metric}": train_acc, f"val_{metric}": val_acc, f"{metric}_gap": gap,
                "val_loss_rise_from_min": rise, "epochs": float(len(rows))}
+    if math.isnan(train_acc):  # not measured on the training batches (a detector's mAP): the val loss alone
+        if rise > VAL_LOSS_RISE:
+            return Diagnosis("overfitting", f"overfitting: val loss {rise:.0%} above its minimum (val {label} "
+                             f"{val_acc:.2f}); try more augmentation, more data, a smaller --lr or --early-stop",
+                             signals)
+        return Diagnosis("good fit", f"no sign of overfitting: val loss within {VAL_LOSS_RISE:.0%} of its minimum, "
+                         f"val {label} {val_acc:.2f} (train {label} is not measured)", signals)
     if not math.isnan(gap) and gap > OVERFIT_GAP and (rise > VAL_LOSS_RISE or gap > LARGE_GAP):
         trend = f"val loss {rise:.0%} above its minimum" if rise > VAL_LOSS_RISE else "a wide gap"
         message = (f"overfitting: train {label} {train_acc:.2f} vs val {val_acc:.2f}, {trend}; try more "

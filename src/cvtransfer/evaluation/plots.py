@@ -79,7 +79,7 @@ def curves_figure(history: list[dict[str, float]], title: str = "",
         ax.legend()
         _integer_epochs(ax)
     loss_ax.set_ylabel("Cross-entropy loss")
-    acc_ax.set_ylabel({"accuracy": "Accuracy", "miou": "mIoU"}.get(metric_name, metric_name))
+    acc_ax.set_ylabel({"accuracy": "Accuracy", "miou": "mIoU", "map": "mAP"}.get(metric_name, metric_name))
     acc_ax.set_ylim(0, 1.02)
     fig.suptitle(title or "Learning curves")
     fig.tight_layout()

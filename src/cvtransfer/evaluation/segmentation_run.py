@@ -32,6 +32,7 @@ from cvtransfer.evaluation.segmentation import (
     save_png,
     segmentation_metrics,
 )
+from cvtransfer.io import beside
 
 if TYPE_CHECKING:
     from cvtransfer.run import Run
@@ -112,8 +113,8 @@ def evaluate_segmentation(run: Run, data: str | Path | None, out: Path, device: 
     metrics = segmentation_metrics(total, classes)
     metrics.update(split=name, num_images=len(samples), ignore_index=ignore,
                    per_image_miou={Path(image).name: value for (image, _), value in zip(samples, per_image)})
-    per_class_iou_plot(metrics, out.with_name(out.stem.replace("metrics", "per_class_iou") + ".png"))
-    _examples(run, samples, splits, per_image, out.with_name(out.stem.replace("metrics", "examples") + ".png"), device)
+    per_class_iou_plot(metrics, beside(out, "per_class_iou"))
+    _examples(run, samples, splits, per_image, beside(out, "examples"), device)
     return metrics
 
 

@@ -65,7 +65,8 @@ class L2SPPenalty(LossTerm):
             (model.backbone.get_parameter(name) - getattr(self, self._buffer_name(name))).pow(2).sum()
             for name in self._names
         )
-        head = model.head.weight.pow(2).sum()
+        # the new layers' weights (a classifier's matrix; a decoder's or a detector's kernels), not their biases
+        head = sum(weight.pow(2).sum() for weight in model.head.parameters() if weight.ndim > 1)
         penalty: torch.Tensor = self.alpha / 2 * drift + self.beta / 2 * head
         return penalty
 

@@ -72,6 +72,28 @@ def build_segmentation_model(
     return _with_weights(model, backbone, weights, image_size, seed, class_names, allow_partial_weights, read)
 
 
+def build_detection_model(
+    backbone_name: str, weights: str, class_names: list[str], detector: str, image_size: int,
+    anchor_sizes: tuple[int, ...] | None = None, norm: str = "frozen", seed: int = 0,
+    allow_partial_weights: bool = False,
+) -> BuiltModel:
+    """torchvision's ``detector`` on ``backbone_name``'s feature maps with ``weights`` (imagenet, none, or a
+    file: a classification run's backbone, or a detection run's whole network) for ``class_names``; images
+    resized to a shorter side of ``image_size`` (longer side at most 5/3 of it, torchvision's 800/1333)."""
+    from cvtransfer.models.detection import build_detector
+
+    read, _ = _read_weights(weights, None)
+    backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
+    model = build_detector(backbone, detector, len(class_names), min_size=image_size,
+                           max_size=max_detection_size(image_size), anchor_sizes=anchor_sizes, norm=norm)
+    return _with_weights(model, backbone, weights, image_size, seed, class_names, allow_partial_weights, read)
+
+
+def max_detection_size(image_size: int) -> int:
+    """The longest side a detector resizes to for a shorter side of ``image_size`` (torchvision: 800 -> 1333)."""
+    return round(image_size * 1333 / 800)
+
+
 def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> TransferModel:
     """An untrained model of the architecture a saved model's metadata describes (its tensors load into it).
 
@@ -83,6 +105,13 @@ def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> Tr
     else:
         backbone = create_backbone(metadata.get("backbone", default_backbone), pretrained=False,
                                    image_size=_saved_size(metadata))
+    if "detector" in architecture:
+        from cvtransfer.models.detection import build_detector
+
+        return build_detector(backbone, str(architecture["detector"]), num_classes,
+                              min_size=int(architecture["min_size"]), max_size=int(architecture["max_size"]),
+                              anchor_sizes=architecture.get("anchor_sizes"), norm=str(architecture["norm"]),
+                              **(architecture.get("options") or {}))
     if "decoder" in architecture:
         from cvtransfer.models.segmentation import SegmentationModel
 

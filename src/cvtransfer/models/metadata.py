@@ -79,6 +79,29 @@ def _check_architecture(metadata: dict[str, Any], path: str | Path, tensors: dic
     for name, value in architecture.items():
         if name in widths and (not _is_int(value) or int(value) != widths[name]):
             raise _bad(path, f"'architecture.{name}' is {value!r} but its tensors say {widths[name]}")
+    if "detector" in architecture:
+        _check_detector(architecture, path)
+
+
+DETECTOR_KEYS = {"detector", "norm", "min_size", "max_size", "anchor_sizes", "options"}
+DETECTORS = ("fasterrcnn", "retinanet", "fcos", "ssdlite")  # torchvision's detectors --task detection builds
+NORM_POLICIES = ("frozen", "batch", "group")  # what a detector's backbone BatchNorm becomes
+
+
+def _check_detector(architecture: dict[str, Any], path: str | Path) -> None:
+    """A detection model's settings (they rebuild it): known names, sizes in the bounds of --image-size."""
+    if architecture.get("detector") not in DETECTORS or architecture.get("norm") not in NORM_POLICIES:
+        raise _bad(path, "'architecture.detector' or 'architecture.norm' is not a known name")
+    for name in ("min_size", "max_size"):
+        size = architecture.get(name)
+        if not _is_int(size) or not MIN_INPUT_SIZE <= size <= 2 * MAX_INPUT_SIZE:
+            raise _bad(path, f"'architecture.{name}' {size!r} is not a size from {MIN_INPUT_SIZE} to {2 * MAX_INPUT_SIZE}")
+    anchors = architecture.get("anchor_sizes")
+    if anchors is not None and not (isinstance(anchors, list) and 0 < len(anchors) <= 8
+                                    and all(_is_int(a) and 0 < a <= MAX_INPUT_SIZE for a in anchors)):
+        raise _bad(path, "'architecture.anchor_sizes' is not a list of pixel sizes")
+    if architecture.get("options") not in (None, {}) or set(architecture) - DETECTOR_KEYS - {"bottleneck_dim"}:
+        raise _bad(path, "'architecture' holds settings a detection model does not take")
 
 
 def _check_preprocessing(metadata: dict[str, Any], path: str | Path) -> None:

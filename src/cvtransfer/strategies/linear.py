@@ -55,8 +55,9 @@ class LinearOptions:
 
 
 def head_kind(config: Config) -> str:
-    """The head fitting of ``config``: ``auto`` resolved (lbfgs; a segmentation decoder trains: linear)."""
-    if config.task == "segmentation":
+    """The head fitting of ``config``: ``auto`` resolved (lbfgs; a segmentation decoder or a detector's heads
+    train: linear)."""
+    if config.task in ("segmentation", "detection"):
         return "linear"
     return "lbfgs" if config.head == "auto" else config.head
 

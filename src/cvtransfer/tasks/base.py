@@ -38,12 +38,29 @@ class Task:
     run_files: ClassVar[tuple[str, ...]] = ()  # what a finished run folder holds besides config, history, model
     report_sections: ClassVar[tuple[str, ...]] = ()  # report.html's section ids, in page order
     options: ClassVar[type | None] = None  # a dataclass of opt() fields: this task's settings
+    # (metric, "min" or "max") that picks best.ckpt instead of --monitor; None: --monitor
+    monitor: ClassVar[tuple[str, str] | None] = None
+    train_metric: ClassVar[bool] = True  # whether train_<metric_name> is measured on the training batches
 
     def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,
                     feature_width: int | None = None) -> BuiltModel:
         """The network: ``config.backbone`` with ``weights`` (or, given ``feature_width``, an MLP on
         feature rows), adapt's bottleneck of ``bottleneck_dim`` (0: none), and the task's head."""
         raise NotImplementedError
+
+    def network_loss(self, network: nn.Module, x: Any, y: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """The task loss of a training batch when the network computes it itself (torchvision's detectors), and
+        its named parts; None (the default): the engine computes ``criterion(network(x), y)``."""
+        return None
+
+    def loss_parts(self, config: Config) -> tuple[str, ...]:
+        """The names of :meth:`network_loss`'s parts for ``config`` (history.csv's ``train_<part>`` columns)."""
+        return ()
+
+    def network_outputs(self, network: nn.Module, x: Any, y: Any) -> tuple[Any, torch.Tensor | None] | None:
+        """(what the metric reads, the batch's loss or None) of a validation batch when they are not logits
+        (detectors' boxes); None (the default): the logits and ``criterion(logits, y)``."""
+        return None
 
     def criterion(self, config: Config, class_weights: torch.Tensor | None = None) -> nn.Module:
         """The training loss of a batch: ``criterion(outputs, targets)``."""
