@@ -170,6 +170,7 @@ def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(seg_data: Pa
     (["--mixup", "0.2"], "--mixup does not apply to --task segmentation"),
     (["--class-weights", "auto"], "--class-weights does not apply to --task segmentation"),
     (["--decoder", "nope"], "decoder"),
+    (["--backbone", "tv/resnet18"], "cannot give feature maps for segmentation"),  # timm encoders only, so far
 ])
 def test_refusals(extra: list[str], expected: str, seg_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
