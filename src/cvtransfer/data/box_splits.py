@@ -9,7 +9,6 @@ their boxes back to the size they were given, so predictions and metrics are in 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from cvtransfer.data.boxes import BoxImage
-from cvtransfer.data.folders import SPLIT_NAMES
+from cvtransfer.data.folders import SPLIT_NAMES, carve_missing
 from cvtransfer.data.images import DEFAULT_MAX_PIXELS
 from cvtransfer.data.loaders import read_image
 from cvtransfer.errors import ConfigError, DataError
@@ -83,28 +82,8 @@ def discover_detection_splits(data: str | Path, val_split: float = 0.2, test_spl
     if not pool and require_train:
         raise DataError(f"{root} has no training images: put images with their labels in it (or in {root}/train)")
     splits = DetectionSplits(classes, pool, found.get("val", []), found.get("test", []))
-    _split_missing(splits, val_split, test_split if "all" in sets else 0.0, seed)
+    carve_missing(splits, val_split, test_split if "all" in sets else 0.0, seed, key=lambda image: image.image)
     return splits
-
-
-def _split_missing(splits: DetectionSplits, val_split: float, test_split: float, seed: int) -> None:
-    """Carve test, then val, out of train when there are none: seeded, fractions of the whole pool."""
-    carve_test, carve_val = not splits.test and test_split > 0, not splits.val and val_split > 0
-    if carve_test and carve_val and val_split + test_split >= 0.95:
-        raise ConfigError(f"--val-split {val_split} and --test-split {test_split} leave less than 5% of the data "
-                          "for training: lower them (both are fractions of the whole data set)")
-    pool = sorted(splits.train, key=lambda image: image.image)
-    random.Random(seed).shuffle(pool)
-    whole = len(pool)
-    for name, fraction, carve in (("test", test_split, carve_test), ("val", val_split, carve_val)):
-        if carve:
-            if len(pool) < 2:
-                raise DataError(f"{len(pool)} training image(s): too few to hold out a {name} split; add images "
-                                f"or give a {name}/ folder")
-            count = min(max(1, round(whole * fraction)), len(pool) - 1)
-            setattr(splits, name, sorted(pool[:count], key=lambda image: image.image))
-            pool = pool[count:]
-    splits.train = sorted(pool, key=lambda image: image.image)
 
 
 def box_transform(augment: str, train: bool) -> v2.Compose:

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,25 @@ def write_skipped(splits: DatasetSplits, path: Path) -> None:
         from cvtransfer.io import atomic_write_text
 
         atomic_write_text(path, "".join(f"{p}\t{reason}\n" for p, reason in splits.skipped))
+
+
+def carve_missing(splits: Any, val_split: float, test_split: float, seed: int,
+                  key: Callable[[Any], Any] | None = None) -> None:
+    """Carve test, then val, out of ``splits.train`` when the data has none: seeded, fractions of the whole
+    pool; each split sorted (by ``key``). For the pair-per-sample splits of segmentation and detection."""
+    carve_test, carve_val = not splits.test and test_split > 0, not splits.val and val_split > 0
+    if carve_test and carve_val and val_split + test_split >= 0.95:
+        raise DataError(f"--val-split {val_split} and --test-split {test_split} leave less than 5% of the data "
+                        "for training: lower them (both are fractions of the whole data set)")
+    pool = sorted(splits.train, key=key)
+    random.Random(seed).shuffle(pool)
+    whole = len(pool)
+    for name, fraction, carve in (("test", test_split, carve_test), ("val", val_split, carve_val)):
+        if carve:
+            if len(pool) < 2:
+                raise DataError(f"{len(pool)} training image(s): too few to hold out a {name} split; add images "
+                                f"or give a {name}/ folder")
+            count = min(max(1, round(whole * fraction)), len(pool) - 1)
+            setattr(splits, name, sorted(pool[:count], key=key))
+            pool = pool[count:]
+    splits.train = sorted(pool, key=key)

@@ -17,7 +17,6 @@ import csv
 import io
 import logging
 import os
-import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from cvtransfer.data.folders import SPLIT_NAMES, VAL_ALIASES, _read_text
+from cvtransfer.data.folders import SPLIT_NAMES, VAL_ALIASES, _read_text, carve_missing
 from cvtransfer.data.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
@@ -134,7 +133,7 @@ def discover_segmentation(data: str | Path, val_split: float = 0.2, test_split: 
     splits = SegmentationSplits(classes, listed.get("train", []), listed.get("val", []), listed.get("test", []),
                                 ignore_index, palette or _mode_palette(pairs[0][1], len(classes)), skipped,
                                 ignore_colours)
-    _split_missing(splits, val_split, test_split, seed)
+    carve_missing(splits, val_split, test_split, seed)
     return splits
 
 
@@ -356,26 +355,6 @@ def _mode_palette(mask: str, count: int) -> list[Colour] | None:
         return None
     colours = [_colour(values[i:i + 3]) for i in range(0, 3 * count, 3)]
     return colours if len(set(colours)) == count else None
-
-
-def _split_missing(splits: SegmentationSplits, val_split: float, test_split: float, seed: int) -> None:
-    """Carve test, then val, out of train when the data has none: seeded, fractions of the whole pool."""
-    carve_test, carve_val = not splits.test and test_split > 0, not splits.val and val_split > 0
-    if carve_test and carve_val and val_split + test_split >= 0.95:
-        raise DataError(f"--val-split {val_split} and --test-split {test_split} leave less than 5% of the data "
-                        "for training: lower them (both are fractions of the whole data set)")
-    pool = sorted(splits.train)
-    random.Random(seed).shuffle(pool)
-    whole = len(pool)
-    for name, fraction, carve in (("test", test_split, carve_test), ("val", val_split, carve_val)):
-        if carve:
-            if len(pool) < 2:
-                raise DataError(f"{len(pool)} training image(s): too few to hold out a {name} split; add images "
-                                f"or give a {name}/ folder")
-            count = min(max(1, round(whole * fraction)), len(pool) - 1)
-            setattr(splits, name, sorted(pool[:count]))
-            pool = pool[count:]
-    splits.train = sorted(pool)
 
 
 def joint_transform(pre: Preprocessing, image_size: int, augment: str, train: bool,
