@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from cvtransfer.evaluation.detection_plots import ap_rows
-from cvtransfer.evaluation.html import cards_html, figure_html, note, png_html, table_html
+from cvtransfer.evaluation.html import cards_html, figure_html, note, run_png_html, show_number, table_html
 from cvtransfer.evaluation.plots import curves_figure
 
 if TYPE_CHECKING:
@@ -28,11 +28,11 @@ def detection_sections(run: Run, title: str, seconds: float | None) -> list[tupl
         ("data", "Data", lambda: _data(run)),
         ("curves", "Learning curves", lambda: _curves(run, title)),
         ("per-class-ap", "Per-class AP", lambda: _per_class(run)),
-        ("pr-curve", "Precision-recall curves", lambda: _figure(
-            run, "pr_curve.png", "precision-recall curves",
+        ("pr-curve", "Precision-recall curves", lambda: run_png_html(
+            run.path, "pr_curve.png", "precision-recall curves",
             "Precision against recall at IoU 0.5 for each class, over all boxes of the evaluation split.")),
-        ("examples", "Best and worst images", lambda: _figure(
-            run, "examples.png", "best and worst images",
+        ("examples", "Best and worst images", lambda: run_png_html(
+            run.path, "examples.png", "best and worst images",
             f"The images of the evaluation split with the highest and lowest F1 at IoU 0.5 (boxes scoring at least "
             f"{_metrics(run).get('shown_score', 0.5)}): the true boxes in green; the predictions that hit a true box "
             "in blue, false positives in red, missed true boxes in yellow.")),
@@ -46,17 +46,13 @@ def _metrics(run: Run) -> dict[str, Any]:
     return metrics
 
 
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def _summary(run: Run, title: str, seconds: float | None) -> Markup:
     metrics = _metrics(run)
-    cards = [(_show(metrics["map"]), "mAP@[.5:.95]"), (_show(metrics["map_50"]), "mAP@.5"),
-             (_show(metrics["map_75"]), "mAP@.75"), (_show(metrics["mar_100"]), "recall@100"),
+    cards = [(show_number(metrics["map"]), "mAP@[.5:.95]"), (show_number(metrics["map_50"]), "mAP@.5"),
+             (show_number(metrics["map_75"]), "mAP@.75"), (show_number(metrics["mar_100"]), "recall@100"),
              (str(metrics["num_images"]), f"{metrics['split']} images"), (str(metrics["num_boxes"]), "true boxes"),
              (str(len(run.history)), "epochs"), ("n/a" if seconds is None else f"{seconds:.1f} s", "training time")]
-    sizes = ", ".join(f"{size} {_show(metrics.get(f'map_{size}'))}" for size in ("small", "medium", "large"))
+    sizes = ", ".join(f"{size} {show_number(metrics.get(f'map_{size}'))}" for size in ("small", "medium", "large"))
     return cards_html(cards) + note(
         f"{title}, {run.config.norm} BatchNorm, shorter side resized to {run.config.image_size} px by the detector. "
         f"COCO's protocol (torchmetrics' MeanAveragePrecision) over the {metrics['split']} split in the images' "
@@ -83,10 +79,3 @@ def _per_class(run: Run) -> Markup:
     rows = [(row["class"], row["ap"], row["recall"], row["boxes"]) for row in ap_rows(_metrics(run))]
     return table_html(("class", "AP@[.5:.95]", "recall@100", "true boxes"), rows,
                       numeric=[False, True, True, True]) + note("n/a: the class has no true box in this split.")
-
-
-def _figure(run: Run, name: str, alt: str, caption: str) -> Markup:
-    path = run.path / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: re-run cvtransfer evaluate {run.path}")
-    return png_html(path, alt, caption)

@@ -66,6 +66,20 @@ def png_html(path: str | Path, alt: str, caption: str = "") -> Markup:
     return Markup('<figure><img src="data:image/png;base64,{}" alt="{}">{}</figure>').format(data, alt, caption_html)
 
 
+def run_png_html(run_dir: Path, name: str, alt: str, caption: str = "") -> Markup:
+    """:func:`png_html` of a picture the run folder holds; FileNotFoundError (the section then says why) if
+    it is missing."""
+    path = run_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: re-run cvtransfer evaluate {run_dir}")
+    return png_html(path, alt, caption)
+
+
+def show_number(value: float | None) -> str:
+    """A metric with 3 decimals, "n/a" for None (undefined)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def figures_html(*figures: Markup) -> Markup:
     """Figures side by side (wrapping to one per line on narrow screens)."""
     return Markup('<div class="figures">{}</div>').format(Markup("").join(figures))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from cvtransfer.evaluation.html import cards_html, figure_html, note, png_html, table_html
+from cvtransfer.evaluation.html import cards_html, figure_html, note, run_png_html, show_number, table_html
 from cvtransfer.evaluation.plots import curves_figure
 
 if TYPE_CHECKING:
@@ -27,11 +27,11 @@ def segmentation_sections(run: Run, title: str, seconds: float | None) -> list[t
         ("data", "Data", lambda: _data(run)),
         ("curves", "Learning curves", lambda: _curves(run, title)),
         ("per-class-iou", "Per-class IoU", lambda: _per_class(run)),
-        ("confusion", "Confusion matrix", lambda: _figure(run, "confusion.png", "confusion matrix",
+        ("confusion", "Confusion matrix", lambda: run_png_html(run.path, "confusion.png", "confusion matrix",
                                                           "Pixels, each row divided by the true class's pixels: "
                                                           "the diagonal is each class's accuracy (recall).")),
-        ("examples", "Best and worst images", lambda: _figure(
-            run, "examples.png", "best and worst images",
+        ("examples", "Best and worst images", lambda: run_png_html(
+            run.path, "examples.png", "best and worst images",
             "The images of the evaluation split with the highest and lowest mIoU: the image, its true mask, the "
             "prediction and the wrong pixels in red (unlabelled pixels are black in the masks and not judged).")),
     ]
@@ -44,15 +44,11 @@ def _metrics(run: Run) -> dict[str, Any]:
     return metrics
 
 
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def _summary(run: Run, title: str, seconds: float | None) -> Markup:
     metrics = _metrics(run)
-    cards = [(_show(metrics["miou"]), "mIoU"), (_show(metrics["dice"]), "mean Dice"),
-             (_show(metrics["pixel_accuracy"]), "pixel accuracy"),
-             (_show(metrics["mean_class_accuracy"]), "mean class accuracy"),
+    cards = [(show_number(metrics["miou"]), "mIoU"), (show_number(metrics["dice"]), "mean Dice"),
+             (show_number(metrics["pixel_accuracy"]), "pixel accuracy"),
+             (show_number(metrics["mean_class_accuracy"]), "mean class accuracy"),
              (str(metrics["num_images"]), f"{metrics['split']} images"), (str(len(run.history)), "epochs"),
              ("n/a" if seconds is None else f"{seconds:.1f} s", "training time")]
     return cards_html(cards) + note(
@@ -81,12 +77,5 @@ def _per_class(run: Run) -> Markup:
     rows = [(row["class"], row["iou"], row["dice"], row["accuracy"], row["pixels"]) for row in metrics["per_class"]]
     table = table_html(("class", "IoU", "Dice", "accuracy", "true pixels"), rows,
                        numeric=[False, True, True, True, True])
-    return table + _figure(run, "per_class_iou.png", "per-class IoU", "IoU of each class (n/a: absent from "
+    return table + run_png_html(run.path, "per_class_iou.png", "per-class IoU", "IoU of each class (n/a: absent from "
                            "both the truth and the prediction).")
-
-
-def _figure(run: Run, name: str, alt: str, caption: str) -> Markup:
-    path = run.path / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: re-run cvtransfer evaluate {run.path}")
-    return png_html(path, alt, caption)
