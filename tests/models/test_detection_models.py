@@ -35,6 +35,7 @@ FAST = {"fasterrcnn": {"rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train
                        "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50}}
 COMBOS = [(detector, backbone) for backbone in ("resnet18", "efficientnet_b0", "convnext_atto") for detector in DETECTORS]
 COMBOS += [("fasterrcnn", SWIN), ("ssdlite", SWIN)]  # an FPN and SSDlite's extras on a fixed-size transformer
+COMBOS += [("fasterrcnn", "tv/resnet18"), ("retinanet", "tv/mobilenet_v3_small")]  # torchvision trunks
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +113,9 @@ def test_training_without_targets_is_an_error() -> None:
         model(images_and_targets()[0])
 
 
-def test_layer_groups_hold_every_trunk_parameter_and_the_head_none() -> None:
-    model = tiny_detector("retinanet")
+@pytest.mark.parametrize("backbone", ["resnet18", "tv/resnet18"])
+def test_layer_groups_hold_every_trunk_parameter_and_the_head_none(backbone: str) -> None:
+    model = tiny_detector("retinanet", backbone)
     grouped = [name for group in model.layer_groups for name in group]
     assert sorted(grouped) == sorted(name for name, _ in model.backbone.named_parameters())
     assert not {id(p) for p in model.head.parameters()} & {id(p) for p in model.backbone.parameters()}

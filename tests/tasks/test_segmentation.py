@@ -170,7 +170,7 @@ def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(seg_data: Pa
     (["--mixup", "0.2"], "--mixup does not apply to --task segmentation"),
     (["--class-weights", "auto"], "--class-weights does not apply to --task segmentation"),
     (["--decoder", "nope"], "decoder"),
-    (["--backbone", "tv/resnet18"], "cannot give feature maps for segmentation"),  # timm encoders only, so far
+    (["--backbone", "tv/vit_b_16"], "--backbone tv/vit_b_16 cannot give feature maps"),
 ])
 def test_refusals(extra: list[str], expected: str, seg_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -178,6 +178,29 @@ def test_refusals(extra: list[str], expected: str, seg_data: Path, tmp_path: Pat
                            "none", "--epochs", "1", "--out", str(out), "--no-report", *extra])
     assert code == 2 and len(lines) == 1 and expected in lines[0], lines
     assert not out.exists()
+
+
+def test_a_torchvision_encoder_starts_from_a_classification_run_and_trains(seg_data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from cvtransfer.models.factory import build_segmentation_model
+    from tests.conftest import write_split_folders
+
+    classifier = cvtransfer.fit(tiny_config(write_split_folders(tmp_path / "cls", 6, 3, 3), tmp_path / "cls_run",
+                                            backbone="tv/resnet18", image_size=32, epochs=1)).path
+    built = build_segmentation_model("tv/resnet18", str(classifier), ["background", "red", "green"], "unet")
+    saved = load_file(classifier / "model.safetensors")
+    encoder = dict(built.model.backbone.named_parameters())
+    assert built.load_report is not None and built.load_report.loaded >= len(encoder)
+    assert all(torch.equal(tensor, saved[f"backbone.{name}"]) for name, tensor in encoder.items())
+    out = tmp_path / "seg_run"
+    code, lines = run_cli(["fit", str(seg_data), "--task", "segmentation", "--backbone", "tv/resnet18", "--weights",
+                           str(classifier), "--decoder", "fpn", "--image-size", "32", "--epochs", "1", "--batch-size",
+                           "2", "--val-split", "0.2", "--test-split", "0.2", "--out", str(out), "--no-report"])
+    assert code == 0, lines
+    assert 0.0 <= cvtransfer.Run(out).metrics["miou"] <= 1.0
+    cvtransfer.predict(out, [seg_data / "images" / "im0.jpg"], out=tmp_path / "predictions.csv")  # rebuilt from the run
+    assert Image.open(tmp_path / "predictions" / "masks" / "im0.png").size == (60, 44)
 
 
 def test_a_segmentation_folder_without_the_task_is_told_so(seg_data: Path, tmp_path: Path) -> None:

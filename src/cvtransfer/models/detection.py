@@ -1,7 +1,8 @@
-"""Object detection: torchvision's detectors (Faster R-CNN, RetinaNet, FCOS, SSDlite) on any timm backbone.
+"""Object detection: torchvision's detectors (Faster R-CNN, RetinaNet, FCOS, SSDlite) on any timm backbone
+or torchvision CNN.
 
-The trunk is the backbone cvtransfer builds for classification (any timm name, with any weights source),
-read through timm's ``forward_intermediates`` as segmentation reads it (:class:`FeatureMaps`); torchvision
+The trunk is the backbone cvtransfer builds for classification (any timm name or torchvision CNN, with any
+weights source), read as segmentation reads it (:class:`FeatureMaps`, :mod:`cvtransfer.models.feature_maps`); torchvision
 supplies the rest: FPN, anchors, heads, losses, box coding and the resize/normalise transform. The model is a
 :class:`TransferModel` whose ``backbone`` is the trunk and whose ``head`` is the detector around it, so
 freezing strategies and layer-wise LR see the trunk's layer groups as in classification.
@@ -34,6 +35,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 from cvtransfer.errors import ConfigError, DataError, WeightsError, unknown_name
 from cvtransfer.models import backbones
 from cvtransfer.models.backbones import Backbone, create_backbone, torchvision_layer_groups
+from cvtransfer.models.feature_maps import has_feature_maps, intermediates, torchvision_trunk
 from cvtransfer.models.metadata import DETECTORS, NORM_POLICIES
 from cvtransfer.models.segmentation import FeatureMaps
 from cvtransfer.models.transfer_model import TransferModel
@@ -96,16 +98,17 @@ class TrunkMaps:
         self.trunk, self.indices = trunk, indices
 
     def __call__(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        maps = self.trunk.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        maps = intermediates(self.trunk, x, self.indices)
         return OrderedDict((str(i), m) for i, m in enumerate(maps))
 
 
 def trunk_maps(trunk: Any, name: str, levels: int) -> tuple[TrunkMaps, list[int]]:
     """The trunk's last ``levels`` maps (one per stride, the deepest at 32) and their channels; prunes the
     layers after them (the classifier's norm and convolutions)."""
-    if not hasattr(trunk, "forward_intermediates") or not hasattr(trunk, "feature_info"):
+    if not has_feature_maps(trunk):
         raise ConfigError(f"--backbone {name} cannot give feature maps for detection (timm's forward_intermediates): "
-                          "pick a timm CNN or Swin such as resnet50, efficientnet_b0 or convnext_tiny")
+                          "pick a timm CNN or Swin such as resnet50, efficientnet_b0 or convnext_tiny, or a "
+                          "torchvision CNN")
     maps = FeatureMaps(trunk, name)
     if not maps.pyramid or len(maps.indices) < levels:
         raise ConfigError(f"--backbone {name} gives feature maps at strides {maps.reductions}; this detector needs "
@@ -265,6 +268,7 @@ def build_detector(
         raise ConfigError(f"a detector needs at least 1 class, not {num_classes}")
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, image_size=min_size)
+    backbone = torchvision_trunk(backbone)
     trunk = apply_norm_policy(backbone.module, norm)
     body, channels = trunk_maps(trunk, backbone.name, LEVELS[detector])
     settings = {"image_mean": list(image_mean or backbone.preprocessing.mean),

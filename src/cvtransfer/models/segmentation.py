@@ -1,8 +1,8 @@
 """A segmentation network: a pretrained backbone's feature maps under a decoder.
 
-The encoder is the backbone cvtransfer builds for classification (any timm name, with the weights
-of ``fit``: hub, local file, run folder, packaged ImageNet weights), read through timm's
-``forward_intermediates`` so its parameter names, layer groups and frozen-BatchNorm handling stay the
+The encoder is the backbone cvtransfer builds for classification (any timm name or torchvision CNN, with
+the weights of ``fit``: hub, local file, run folder, packaged ImageNet weights), read through timm's
+``forward_intermediates`` or torchvision's feature extractor (:mod:`cvtransfer.models.feature_maps`) so its parameter names, layer groups and frozen-BatchNorm handling stay the
 ones every strategy knows. The decoders are segmentation_models_pytorch's (U-Net, FPN, DeepLabV3+)
 and torchvision's FCN head: the model is a :class:`TransferModel` whose ``head`` is the decoder, so
 ``--strategy linear`` trains the decoder on a frozen encoder and layer-wise LR gives the encoder a
@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone
+from cvtransfer.models.feature_maps import feature_info, has_feature_maps, intermediates, torchvision_trunk
 from cvtransfer.models.transfer_model import TransferModel
 
 DECODERS = ("unet", "fpn", "deeplabv3plus", "fcn")
@@ -35,12 +36,11 @@ class FeatureMaps:
     """
 
     def __init__(self, module: Any, name: str) -> None:
-        if not hasattr(module, "forward_intermediates") or not hasattr(module, "feature_info"):
+        if not has_feature_maps(module):
             raise ConfigError(f"--backbone {name} cannot give feature maps for segmentation (timm's "
                               "forward_intermediates): pick a timm CNN or transformer such as resnet18, "
-                              "efficientnet_b0, convnext_atto or tf_efficientnet_lite0")
-        info = module.feature_info
-        info = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
+                              "efficientnet_b0, convnext_atto or tf_efficientnet_lite0, or a torchvision CNN")
+        info = feature_info(module)
         reductions = [int(entry["reduction"]) for entry in info]
         usable = [i for i, r in enumerate(reductions) if r <= MAX_REDUCTION]
         multi_scale = len({reductions[i] for i in usable}) > 1
@@ -63,7 +63,7 @@ class FeatureMaps:
         return [3, *([0] if self.empty_stride_two else []), *self.channels[-5 + int(self.empty_stride_two):]]
 
     def __call__(self, module: Any, x: torch.Tensor) -> list[torch.Tensor]:
-        maps = module.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        maps = intermediates(module, x, self.indices)
         if not self.pyramid:
             return [x, maps[-1]]
         maps = maps[-5 + int(self.empty_stride_two):]
@@ -131,6 +131,7 @@ class SegmentationModel(TransferModel):
     """
 
     def __init__(self, backbone: Backbone, decoder: str, num_classes: int) -> None:
+        backbone = torchvision_trunk(backbone)
         maps = FeatureMaps(backbone.module, backbone.name)  # prunes what the decoder does not read
         owned = {name for name, _ in backbone.module.named_parameters()}
         groups = [[name for name in group if name in owned] for group in backbone.layer_groups]
