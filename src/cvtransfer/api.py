@@ -160,10 +160,13 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path = COMPARE_FILE) -> P
     return write_comparison(run_dirs, out)
 
 
-def convert(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error") -> Path:
+def convert(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error",
+            max_image_pixels: int | None = None) -> Path:
     """Write object detection data (COCO, Pascal VOC or YOLO, told by its layout; splits kept) as a new folder
-    ``dst`` in format ``to``; ``missing_labels="background"`` reads images without labels as images without objects.
+    ``dst`` in format ``to``; ``missing_labels="background"`` reads images without labels as images without objects;
+    images of more than ``max_image_pixels`` (default: the Config's) are refused.
     """
+    from cvtransfer.config import Config
     from cvtransfer.data.box_formats import convert as convert_boxes
 
-    return convert_boxes(src, dst, to, missing_labels)
+    return convert_boxes(src, dst, to, missing_labels, max_image_pixels or Config.max_image_pixels)

@@ -484,8 +484,9 @@ def convert(
     to: Annotated[Literal["coco", "voc", "yolo"], typer.Option(help="Label format to write.")],
     missing_labels: Annotated[Literal["error", "background"], typer.Option(
         help="An image without a label file: an error, or an image without objects.")] = "error",
+    max_image_pixels: MaxPixels = None,
 ) -> None:
     """Convert object detection labels between COCO, Pascal VOC and YOLO (images copied, splits kept)."""
     from cvtransfer.data.box_formats import convert_with_summary
 
-    typer.echo(convert_with_summary(src, dst, to, missing_labels)[1])
+    typer.echo(convert_with_summary(src, dst, to, missing_labels, max_image_pixels or Config.max_image_pixels)[1])

@@ -63,7 +63,8 @@ class CoreConfig:
     # -- model
     backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)
     weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder; "
-                       "rank/auto also take one per backbone, or NAME=PATH pairs separated by commas.", MODEL)
+                       "rank/auto also take one per backbone, or NAME=PATH pairs separated by commas; coco: a "
+                       "torchvision COCO detector's own weights (--task detection).", MODEL)
     drop_rate: float = opt(0.0, "Dropout before the classifier head.", MODEL, 0.0, 1.0)
     allow_partial_weights: bool = opt(False, "Go on when --weights PATH fills less than 90% of the backbone's "
                                       "tensors (another architecture); the rest keep their initialisation.", MODEL)

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,3 +79,19 @@ def beside(metrics_file: str | Path, kind: str) -> Path:
     path = Path(metrics_file)
     stem = path.stem.replace("metrics", kind) if "metrics" in path.stem else f"{path.stem}_{kind}"
     return path.with_name(stem + ".png")
+
+
+def output_stems(files: Sequence[str | Path]) -> list[str]:
+    """A distinct file name stem per input file, for the pictures written per image: each file's own stem,
+    with _2, _3, ... added to a stem seen before (a/x.jpg and b/x.png give x and x_2)."""
+    seen: set[str] = set()
+    stems = []
+    for file in files:
+        stem, number = Path(file).stem, 1
+        candidate = stem
+        while candidate in seen:
+            number += 1
+            candidate = f"{stem}_{number}"
+        seen.add(candidate)
+        stems.append(candidate)
+    return stems

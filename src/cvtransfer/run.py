@@ -34,7 +34,7 @@ from cvtransfer.evaluation.diagnosis import Diagnosis, diagnose
 from cvtransfer.evaluation.plots import plot_confusion, plot_curves
 from cvtransfer.io import atomic_write_text, beside, read_json, write_json
 from cvtransfer.models.factory import rebuild_model
-from cvtransfer.models.metadata import require_run_metadata
+from cvtransfer.models.metadata import TORCHVISION_DETECTORS, require_run_metadata
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import METADATA_KEY, MODEL_FILE, read_state_dict
 from cvtransfer.tasks import Task, get_task
@@ -50,7 +50,8 @@ Sample = tuple[str, int]
 def export_model(run_dir: Path, config: Config, classes: list[str], model: TransferModel,
                  preprocessing: Preprocessing) -> None:
     """Write model.safetensors (with backbone, classes and preprocessing as metadata) and classes.json."""
-    metadata = {"backbone": config.backbone, "classes": classes, "preprocessing": preprocessing.to_dict(),
+    whole_detector = model.architecture.get("detector") in TORCHVISION_DETECTORS  # its backbone built in
+    metadata = {"backbone": model.architecture["detector"] if whole_detector else config.backbone, "classes": classes, "preprocessing": preprocessing.to_dict(),
                 "strategy": config.strategy, "architecture": model.architecture}
     save_model(model, run_dir / MODEL_FILE, metadata)
     write_json(run_dir / "classes.json", classes)

@@ -79,12 +79,19 @@ def test_a_run_folder_with_map(det_run: Path) -> None:
 def test_predict_writes_boxes_json_and_drawn_images(det_run: Path, det_data: Path, tmp_path: Path) -> None:
     from cvtransfer.run import Run
 
+    import json
+    import shutil
+
     run = Run(det_run)
-    files = sorted(str(p) for p in (det_data / "images").glob("*.png"))[:3]
+    (tmp_path / "other").mkdir()
+    same_stem = shutil.copy(det_data / "images" / "im00.png", tmp_path / "other" / "im00.png")
+    files = [*sorted(str(p) for p in (det_data / "images").glob("*.png"))[:3], str(same_stem)]
     rows = run.predict(files, out=tmp_path / "predictions.csv")
     assert {row["path"] for row in rows} == set(files)
     assert all(row["label"] in ("", "red", "green") for row in rows)
-    assert len(list((tmp_path / "predictions" / "drawn").glob("*.png"))) == 3
+    assert len(list((tmp_path / "predictions" / "drawn").glob("*.png"))) == 4  # two im00.png: im00 and im00_2
+    listing = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
+    assert [Path(item["drawn"]).name for item in listing][-1] == "im00_2.png"
     with Image.open(tmp_path / "predictions" / "drawn" / "im00.png") as drawn:
         assert drawn.size == (96, 72)
 
@@ -163,6 +170,9 @@ def test_the_cli_fits_evaluates_and_predicts(det_data: Path, det_run: Path, tmp_
     (["--anchor-sizes", "16,32"], "--anchor-sizes gives 2 sizes but --detector fasterrcnn has 5 levels"),
     (["--anchor-sizes", "a,b"], "--anchor-sizes 'a,b' is not a list of positive pixel sizes"),
     (["--head", "logistic"], "--head logistic fits a classifier on pooled features"),
+    (["--weights", "coco"], "--weights coco is for torchvision's whole COCO detectors"),
+    (["--detector", "fcos_resnet50_fpn", "--backbone", "resnet50"], "--backbone does not apply to --detector fcos"),
+    (["--detector", "retinanet_resnet50_fpn", "--anchor-sizes", "auto"], "--anchor-sizes does not apply"),
 ])
 def test_refusals(extra: list[str], expected: str, det_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -227,3 +237,81 @@ def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(det_data: Pa
     assert not (tmp_path / "run" / "model.safetensors").exists()
     run("fit", {**options, "out": str(tmp_path / "run")}, resume=True)
     assert_same(tmp_path / "run", tmp_path / "reference")
+
+
+def test_a_run_on_other_classes_reuses_all_but_the_class_layers(det_run: Path) -> None:
+    from safetensors.torch import load_file
+
+    from cvtransfer.models.factory import build_detection_model
+
+    saved = load_file(det_run / "model.safetensors")
+    other = build_detection_model("resnet18", str(det_run), ["cat", "dog"], "fasterrcnn", 64)
+    same = build_detection_model("resnet18", str(det_run), ["red", "green"], "fasterrcnn", 64)
+    assert other.load_report is not None and "but its class layers (roi_heads.box_predictor.cls_score)" in \
+        str(other.load_report.head)
+    for built, reused in ((other, False), (same, True)):
+        head = built.model.head.state_dict()
+        assert torch.equal(head["backbone.fpn.layer_blocks.0.0.weight"], saved["head.backbone.fpn.layer_blocks.0.0.weight"])
+        assert torch.equal(head["rpn.head.conv.0.0.weight"], saved["head.rpn.head.conv.0.0.weight"])
+        assert torch.equal(head["roi_heads.box_predictor.bbox_pred.weight"],
+                           saved["head.roi_heads.box_predictor.bbox_pred.weight"])
+        assert torch.equal(head["roi_heads.box_predictor.cls_score.weight"],
+                           saved["head.roi_heads.box_predictor.cls_score.weight"]) is reused
+
+
+TORCHVISION_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def test_a_torchvision_coco_detector_from_its_file_trains_and_predicts(det_data: Path, tmp_path: Path) -> None:
+    import json
+
+    import torchvision
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(TORCHVISION_DETECTOR, weights=None, weights_backbone=None)
+    torch.save(reference.state_dict(), tmp_path / "coco.pth")  # stands in for torchvision's COCO file (offline)
+    out = tmp_path / "run"
+    code, lines = run_cli(["fit", str(det_data), "--task", "detection", "--detector", TORCHVISION_DETECTOR,
+                           "--weights", str(tmp_path / "coco.pth"), "--strategy", "linear", "--image-size", "64",
+                           "--epochs", "1", "--batch-size", "4", "--val-split", "0.2", "--test-split", "0.2",
+                           "--out", str(out), "--no-report"])
+    assert code == 0, lines
+    with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
+        metadata = json.loads(handle.metadata()["cvtransfer"])
+        trunk = handle.get_tensor("backbone.1.block.0.0.weight")
+    assert metadata["backbone"] == TORCHVISION_DETECTOR and metadata["architecture"]["detector"] == TORCHVISION_DETECTOR
+    # --strategy linear: the COCO trunk is frozen, so the run keeps the file's tensor
+    assert torch.equal(trunk, reference.backbone.body.get_submodule("1.block.0.0").weight)
+    rows = cvtransfer.predict(out, [det_data / "images" / "im00.png"], out=tmp_path / "boxes.csv")
+    assert all(row["label"] in ("", "red", "green") for row in rows)
+
+
+def test_coco_weights_offline_are_one_line_and_leave_no_run_folder(
+        det_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from cvtransfer.models import backbones
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(backbones.socket, "create_connection", unreachable)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # nothing cached
+    code, lines = run_cli(["fit", str(det_data), "--task", "detection", "--detector", "fcos_resnet50_fpn", "--weights",
+                           "coco", "--out", str(tmp_path / "run"), "--no-report"])
+    assert code == 2 and len(lines) == 1 and "COCO weights for fcos_resnet50_fpn" in lines[0], lines
+    assert "https://" in lines[0] and not (tmp_path / "run").exists()
+
+
+def test_max_image_pixels_holds_when_the_labels_are_read(tmp_path: Path) -> None:
+    data = write_detection_data(tmp_path / "data", count=4, background=0)  # 72 x 96 = 6912 pixels each
+    code, lines = run_cli(["fit", str(data), "--task", "detection", "--weights", "none", "--max-image-pixels", "5000",
+                           "--out", str(tmp_path / "run"), "--no-report"])
+    assert code == 2 and len(lines) == 1 and "im00.png" in lines[0] and "5000" in lines[0], lines
+    assert not (tmp_path / "run").exists()
+    code, lines = run_cli(["convert", str(data), str(tmp_path / "coco"), "--to", "coco", "--max-image-pixels", "5000"])
+    assert code == 2 and len(lines) == 1 and "im00.png" in lines[0], lines
+    assert not (tmp_path / "coco").exists()
+    code, lines = run_cli(["convert", str(data), str(tmp_path / "coco"), "--to", "coco", "--max-image-pixels", "7000"])
+    assert code == 0 and (tmp_path / "coco").is_dir(), lines

@@ -33,7 +33,7 @@ from cvtransfer.data.boxes import (
     unify_classes,
 )
 from cvtransfer.data.folders import _read_text
-from cvtransfer.data.images import is_image_file, list_files
+from cvtransfer.data.images import DEFAULT_MAX_PIXELS, is_image_file, list_files
 from cvtransfer.errors import DataError, unknown_name
 from cvtransfer.io import disk_full, is_disk_full
 
@@ -42,21 +42,24 @@ log = logging.getLogger(__name__)
 Rows = tuple[list[list[float]], list[int]]  # one image's boxes and labels
 
 
-def read_boxes(folder: str | Path, missing_labels: str = "error") -> BoxSet:
+def read_boxes(folder: str | Path, missing_labels: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> BoxSet:
     """The boxes of a COCO, Pascal VOC or YOLO folder (the format told by its layout)."""
-    return read_layout(find_layout(Path(folder)), missing_labels)
+    return read_layout(find_layout(Path(folder)), missing_labels, max_pixels)
 
 
-def read_layout(layout: Layout, missing_labels: str = "error") -> BoxSet:
-    return READERS[layout.fmt](layout, missing_labels)
+def read_layout(layout: Layout, missing_labels: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> BoxSet:
+    """The boxes of one layout; images over ``max_pixels`` are refused when their headers are read."""
+    return READERS[layout.fmt](layout, missing_labels, max_pixels)
 
 
-def discover_detection(root: str | Path, missing_labels: str = "error") -> dict[str, BoxSet]:
+def discover_detection(root: str | Path, missing_labels: str = "error",
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, BoxSet]:
     """The boxes of each split (``train``, ``val``, ``test``) or ``{"all": ...}``, over one class list."""
-    return unify_classes({split: read_layout(layout, missing_labels) for split, layout in split_layouts(root).items()})
+    return unify_classes({split: read_layout(layout, missing_labels, max_pixels)
+                          for split, layout in split_layouts(root).items()})
 
 
-def read_coco(layout: Layout, missing_labels: str = "error") -> BoxSet:
+def read_coco(layout: Layout, missing_labels: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> BoxSet:
     """A COCO json's boxes (bbox [x, y, w, h]); crowd annotations skipped, images without any are background."""
     check_missing_labels(missing_labels)
     path = layout.labels
@@ -69,7 +72,7 @@ def read_coco(layout: Layout, missing_labels: str = "error") -> BoxSet:
     ids, classes = _coco_categories(data, path)
     index = {cid: i for i, cid in enumerate(ids)}
     entries: dict[Any, dict[str, Any]] = {}
-    for entry in (_coco_image(e, layout) for e in data["images"]):
+    for entry in (_coco_image(e, layout, max_pixels) for e in data["images"]):
         if entry["id"] in entries:
             raise DataError(f"{path}: image id {entry['id']} is listed twice: give each image its own id")
         entries[entry["id"]] = entry
@@ -93,7 +96,8 @@ def read_coco(layout: Layout, missing_labels: str = "error") -> BoxSet:
         rows[ann["image_id"]][0].append(box)
         rows[ann["image_id"]][1].append(index[ann["category_id"]])
     images = [box_image(e["path"], e["width"], e["height"], *rows[key]) for key, e in entries.items()]
-    return BoxSet(classes, images + _unlisted(layout, [e["path"] for e in entries.values()], missing_labels), ids)
+    unlisted = _unlisted(layout, [e["path"] for e in entries.values()], missing_labels, max_pixels)
+    return BoxSet(classes, images + unlisted, ids)
 
 
 def _is_number(value: Any) -> bool:
@@ -116,7 +120,7 @@ def _coco_categories(data: dict[str, Any], path: Path) -> tuple[list[int], list[
     return ids, [found[cid] for cid in ids]
 
 
-def _coco_image(entry: Any, layout: Layout) -> dict[str, Any]:
+def _coco_image(entry: Any, layout: Layout, max_pixels: int) -> dict[str, Any]:
     """A COCO image entry with its file found (beside the json, else in images/) and its size."""
     if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
         raise DataError(f"{layout.labels}: image {entry} needs an id and a file_name: fix it")
@@ -126,12 +130,13 @@ def _coco_image(entry: Any, layout: Layout) -> dict[str, Any]:
         raise DataError(f"{layout.labels}: image {name} (id {entry['id']}) is in neither {layout.folder} nor "
                         f"{layout.folder / 'images'}: add it or remove its entry")
     width, height = entry.get("width"), entry.get("height")
-    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-        width, height = image_header_size(path)
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0) or \
+            width * height > max_pixels:
+        width, height = image_header_size(path, max_pixels)  # the header's size, checked against max_pixels
     return {"id": entry["id"], "file_name": name, "path": path, "width": width, "height": height}
 
 
-def _unlisted(layout: Layout, listed: list[Path], missing_labels: str) -> list[BoxImage]:
+def _unlisted(layout: Layout, listed: list[Path], missing_labels: str, max_pixels: int) -> list[BoxImage]:
     """Images of a COCO folder its json does not list: an error, or background images."""
     known = {path.resolve() for path in listed}
     extra = [p for p in list_files(layout.folder) if is_image_file(p) and p.resolve() not in known]
@@ -140,10 +145,10 @@ def _unlisted(layout: Layout, listed: list[Path], missing_labels: str) -> list[B
                         "to its images, or pass --missing-labels background to read them as images without objects")
     if extra:
         log.warning("%d image(s) not listed in %s read as background", len(extra), layout.labels)
-    return [box_image(p, *image_header_size(p), [], []) for p in extra]
+    return [box_image(p, *image_header_size(p, max_pixels), [], []) for p in extra]
 
 
-def read_voc(layout: Layout, missing_labels: str = "error") -> BoxSet:
+def read_voc(layout: Layout, missing_labels: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> BoxSet:
     """Pascal VOC xml boxes (``difficult`` objects kept); classes from classes.txt, else the sorted names."""
     listed = next((d / "classes.txt" for d in layout.names_dirs if (d / "classes.txt").is_file()), None)
     given = read_class_names([listed.parent], with_yaml=False) if listed else None
@@ -152,7 +157,7 @@ def read_voc(layout: Layout, missing_labels: str = "error") -> BoxSet:
     classes = given or sorted({name for _, (_, objects) in parsed for name, _, _ in objects})
     images = []
     for image, (size, objects) in parsed:
-        width, height = size or image_header_size(image)
+        width, height = size if size and size[0] * size[1] <= max_pixels else image_header_size(image, max_pixels)
         for name, _, where in objects:
             if name not in classes:
                 raise DataError(f"{where}: class '{name}' is not in {listed}: add it there or fix the name")
@@ -188,7 +193,7 @@ def _parse_voc(xml: Path) -> tuple[tuple[int, int] | None, list[tuple[str, list[
     return ((width, height) if width > 0 and height > 0 else None), objects
 
 
-def read_yolo(layout: Layout, missing_labels: str = "error") -> BoxSet:
+def read_yolo(layout: Layout, missing_labels: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> BoxSet:
     """YOLO boxes (``class cx cy w h`` normalised to 0..1); image sizes from the image headers."""
     classes = read_class_names(layout.names_dirs)
     if classes is None:
@@ -196,7 +201,7 @@ def read_yolo(layout: Layout, missing_labels: str = "error") -> BoxSet:
                         f"{layout.folder / 'classes.txt'}")
     images = []
     for image, txt in pair_files(layout.images, layout.labels, ".txt", missing_labels):
-        width, height = image_header_size(image)
+        width, height = image_header_size(image, max_pixels)
         boxes, labels = _parse_yolo(txt, len(classes), width, height) if txt else ([], [])
         images.append(box_image(image, width, height, boxes, labels))
     return BoxSet(classes, images)
@@ -225,7 +230,7 @@ def _parse_yolo(txt: Path, count: int, width: int, height: int) -> Rows:
     return boxes, labels
 
 
-READERS: dict[str, Callable[[Layout, str], BoxSet]] = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
+READERS: dict[str, Callable[[Layout, str, int], BoxSet]] = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo}
 
 
 def _number(value: float, digits: int) -> float | int:
@@ -358,18 +363,20 @@ def _new_folder(folder: Path) -> Iterator[Path]:
         raise
 
 
-def convert(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error") -> Path:
+def convert(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error",
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
     """Write the detection data of ``src`` (any accepted layout, splits kept) as a new folder ``dst`` in ``to``."""
-    return convert_with_summary(src, dst, to, missing_labels)[0]
+    return convert_with_summary(src, dst, to, missing_labels, max_pixels)[0]
 
 
-def convert_with_summary(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error") -> tuple[Path, str]:
+def convert_with_summary(src: str | Path, dst: str | Path, to: str, missing_labels: str = "error",
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Path, str]:
     """:func:`convert`, and its one-line summary: images, boxes, classes, the formats from and to."""
     writer, dst = _writer(to), Path(dst)
     check_missing_labels(missing_labels)
     _refuse_existing(dst)
     layouts = split_layouts(src)
-    sets = unify_classes({split: read_layout(layout, missing_labels) for split, layout in layouts.items()})
+    sets = unify_classes({split: read_layout(layout, missing_labels, max_pixels) for split, layout in layouts.items()})
     with _new_folder(dst) as tmp:
         for split, boxset in sets.items():
             writer(boxset, tmp if split == "all" else tmp / split, True)

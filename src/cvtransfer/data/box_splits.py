@@ -66,16 +66,18 @@ def _image_from_dict(item: dict[str, Any]) -> BoxImage:
 
 
 def discover_detection_splits(data: str | Path, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0,
-                              missing_labels: str = "error", require_train: bool = True) -> DetectionSplits:
+                              missing_labels: str = "error", require_train: bool = True,
+                              max_pixels: int = DEFAULT_MAX_PIXELS) -> DetectionSplits:
     """The splits of DATA (any of the three formats): its train/val/test folders, else a seeded split of
     the whole set (``val_split``, ``test_split``: fractions of it); val carved from train when missing.
-    ``require_train=False`` (evaluation data): a folder of only val/ or test/ is fine."""
+    ``require_train=False`` (evaluation data): a folder of only val/ or test/ is fine; images of more than
+    ``max_pixels`` are refused as their headers are read."""
     from cvtransfer.data.box_formats import discover_detection
 
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder: give a folder of images with COCO, Pascal VOC or YOLO labels")
-    sets = discover_detection(root, missing_labels)
+    sets = discover_detection(root, missing_labels, max_pixels)
     classes = next(iter(sets.values())).classes
     found = {name: list(boxset.images) for name, boxset in sets.items()}
     pool = found.pop("all", None) or found.pop("train", [])

@@ -234,10 +234,11 @@ def _unique(path: Path, names: list[str]) -> list[str]:
     return names
 
 
-def image_header_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as shown (EXIF rotation applied), from its header: no pixel is decoded."""
+def image_header_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image as shown (EXIF rotation applied), from its header: no pixel is decoded; an
+    image of more than ``max_pixels`` (a decompression bomb) is refused."""
     try:
-        with _open_checked(path, DEFAULT_MAX_PIXELS) as image:
+        with _open_checked(path, max_pixels) as image:
             width, height = image.size
             rotated = image.getexif().get(0x0112, 1) in ROTATED
     except ImageReadError as err:

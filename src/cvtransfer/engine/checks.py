@@ -156,9 +156,27 @@ def check_task_options(config: Config) -> None:
             if getattr(config, name) != default:
                 raise ConfigError(f"--{name.replace('_', '-')} applies to --task {task} only; add --task {task} or "
                                   "leave it out")
-    if config.task == "detection" and config.anchor_sizes not in ("", "auto"):
-        from cvtransfer.tasks.detection import anchor_sizes
+    if config.task == "detection":
+        check_detection_options(config)
 
+
+def check_detection_options(config: Config) -> None:
+    """--anchor-sizes as the detector takes them; no backbone or anchors for torchvision's whole detectors."""
+    from cvtransfer.config import Config
+    from cvtransfer.models.metadata import TORCHVISION_DETECTORS
+    from cvtransfer.tasks.detection import anchor_levels, anchor_sizes
+
+    if config.detector in TORCHVISION_DETECTORS:
+        if config.backbone != Config.backbone:
+            raise ConfigError(f"--backbone does not apply to --detector {config.detector} (torchvision's whole detector, "
+                              "its backbone built in); leave it out, or name a family (fasterrcnn, ...) for your backbone")
+        if config.anchor_sizes:
+            raise ConfigError(f"--anchor-sizes does not apply to --detector {config.detector} (its COCO heads are "
+                              "trained for its own anchors); leave it out")
+    elif config.weights == "coco":
+        raise ConfigError(f"--weights coco is for torchvision's whole COCO detectors (e.g. --detector "
+                          f"{config.detector}_resnet50_fpn): with --detector {config.detector} use imagenet, none or a file")
+    if config.anchor_sizes not in ("", "auto"):
         try:
             sizes = anchor_sizes(config)
         except ValueError:
@@ -166,7 +184,7 @@ def check_task_options(config: Config) -> None:
         if not sizes or any(size <= 0 for size in sizes):
             raise ConfigError(f"--anchor-sizes '{config.anchor_sizes}' is not a list of positive pixel sizes: give "
                               "e.g. 16,32,64,128,256 (one per level), auto, or leave it out")
-        levels = 6 if config.detector == "ssdlite" else 5
+        levels = anchor_levels(config.detector)
         if len(sizes) != levels:
             raise ConfigError(f"--anchor-sizes gives {len(sizes)} sizes but --detector {config.detector} has {levels} "
                               f"levels: give {levels} sizes, auto, or leave it out")

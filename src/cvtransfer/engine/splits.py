@@ -69,7 +69,7 @@ def _segmentation_splits(config: Config, run_dir: Path) -> SegmentationSplits:
 def _detection_splits(config: Config, run_dir: Path) -> DetectionSplits:
     assert config.data is not None
     splits = discover_detection_splits(config.data, config.val_split, config.test_split, config.seed,
-                                       config.missing_labels)
+                                       config.missing_labels, max_pixels=config.max_image_pixels)
     if is_main_process():
         write_json(run_dir / SPLITS_FILE, splits.to_dict())
         write_json(run_dir / "classes.json", splits.classes)

@@ -24,7 +24,7 @@ from cvtransfer.errors import DataError
 from cvtransfer.evaluation.detection import mean_average_precision
 from cvtransfer.evaluation.detection_plots import draw_truth_and_prediction, image_f1, match, pr_curve_plot
 from cvtransfer.evaluation.segmentation import image_grid
-from cvtransfer.io import atomic_write_text, beside
+from cvtransfer.io import atomic_write_text, beside, output_stems
 
 if TYPE_CHECKING:
     from cvtransfer.run import Run
@@ -90,7 +90,7 @@ def evaluation_images(run: Run, data: str | Path | None) -> tuple[str, list[BoxI
     assert isinstance(splits, DetectionSplits)
     if data is not None:
         found = discover_detection_splits(data, 0.0, 0.0, run.config.seed, run.config.missing_labels,
-                                          require_train=False)
+                                          require_train=False, max_pixels=run.max_image_pixels)
         unknown = sorted(set(found.classes) - set(run.classes))
         if unknown:
             raise DataError(f"{data} has class(es) the model was not trained on: {', '.join(unknown[:5])}")
@@ -145,23 +145,24 @@ def predict_detection(run: Run, files: Sequence[str], out: Path, device: torch.d
     """One row per box scoring at least SHOWN_SCORE (path, label, score, x1, y1, x2, y2 in the image's pixels;
     an image without one gets a row with an empty label);
     ``out`` without its suffix gets predictions.json (every box, per image) and the images with their boxes
-    drawn (drawn/<stem>.png)."""
+    drawn (drawn/<stem>.png, stems made distinct: :func:`output_stems`)."""
     folder = out.with_suffix("")
     (folder / "drawn").mkdir(parents=True, exist_ok=True)
     predictions = detect(run.model, list(files), device, run.config.batch_size, run.max_image_pixels)
     rows: list[dict[str, Any]] = []
     listing = []
-    for file, found in zip(files, predictions):
+    for file, found, stem in zip(files, predictions, output_stems(files)):
         boxes: list[dict[str, Any]] = [
             {"label": run.classes[int(label)], "score": float(score), "box": [float(v) for v in box]}
                  for box, score, label in zip(found["boxes"], found["scores"], found["labels"])]
-        listing.append({"path": file, "boxes": boxes})
+        drawn = folder / "drawn" / f"{stem}.png"
+        listing.append({"path": file, "drawn": str(drawn), "boxes": boxes})
         shown = [box for box in boxes if box["score"] >= SHOWN_SCORE]
         rows += [{"path": file, "label": box["label"], "score": box["score"],
                   **dict(zip(("x1", "y1", "x2", "y2"), box["box"]))} for box in shown]
         if not shown:  # every image has its line: an empty label says nothing was found
             rows.append({"path": file, "label": "", "score": "", "x1": "", "y1": "", "x2": "", "y2": ""})
-        draw(file, shown, folder / "drawn" / f"{Path(file).stem}.png", run.max_image_pixels)
+        draw(file, shown, drawn, run.max_image_pixels)
     atomic_write_text(folder / "predictions.json", json.dumps(listing, indent=1))
     return rows
 

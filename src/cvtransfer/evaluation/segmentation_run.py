@@ -32,7 +32,7 @@ from cvtransfer.evaluation.segmentation import (
     save_png,
     segmentation_metrics,
 )
-from cvtransfer.io import beside
+from cvtransfer.io import beside, output_stems
 
 if TYPE_CHECKING:
     from cvtransfer.run import Run
@@ -138,17 +138,16 @@ def _examples(run: Run, samples: Sequence[tuple[str, str]], splits: Segmentation
 
 def predict_segmentation(run: Run, files: Sequence[str], out: Path, device: torch.device | str) -> list[dict[str, Any]]:
     """For each image: OUT_DIR/masks/<stem>.png (palette PNG: the pixels are class indices, shown in colour),
-    OUT_DIR/overlays/<stem>.png, and a row with each class's share of the pixels; OUT_DIR is ``out``
+    OUT_DIR/overlays/<stem>.png (stems made distinct: :func:`output_stems`), and a row with each class's share of the pixels; OUT_DIR is ``out``
     without its suffix (predictions.csv -> predictions/)."""
     folder = out.with_suffix("")
     palette, classes = run_palette(run), run.classes
     model = run.model.to(device)
     size = run.config.image_size or run.preprocessing.input_size
     rows = []
-    for file in files:
+    for file, stem in zip(files, output_stems(files)):
         image = load_rgb(file, run.max_image_pixels)
         pred = predict_mask(model, image, run.preprocessing, size, device)
-        stem = Path(file).stem
         mask_file, overlay_file = folder / "masks" / f"{stem}.png", folder / "overlays" / f"{stem}.png"
         mask_file.parent.mkdir(parents=True, exist_ok=True)
         overlay_file.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from cvtransfer.errors import ConfigError, DataError, WeightsError, unknown_name
 from cvtransfer.models import backbones
 from cvtransfer.models.backbones import Backbone, create_backbone, torchvision_layer_groups
 from cvtransfer.models.feature_maps import has_feature_maps, intermediates, torchvision_trunk
-from cvtransfer.models.metadata import DETECTORS, NORM_POLICIES
+from cvtransfer.models.metadata import DETECTORS, NORM_POLICIES, TORCHVISION_DETECTORS, detector_family
 from cvtransfer.models.segmentation import FeatureMaps
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import read_state_dict
@@ -203,6 +203,13 @@ def from_model_outputs(outputs: Sequence[dict[str, Tensor]]) -> list[dict[str, T
     return results
 
 
+# per family, the head's class-scoring layers (torchvision's names)
+CLASS_LAYERS = {"fasterrcnn": ("roi_heads.box_predictor.cls_score.",),
+                "retinanet": ("head.classification_head.cls_logits.",),
+                "fcos": ("head.classification_head.cls_logits.",),
+                "ssdlite": ("head.classification_head.",)}
+
+
 class DetectionModel(TransferModel):
     """A torchvision detector as a :class:`TransferModel`: ``backbone`` is the trunk, ``head`` the rest (FPN
     or SSDlite extras, anchors, heads, transform), which reads the trunk without owning its parameters.
@@ -227,6 +234,12 @@ class DetectionModel(TransferModel):
     @property
     def features_dim(self) -> int:
         return 0
+
+    @property
+    def class_layers(self) -> tuple[str, ...]:
+        """Prefixes of the head's tensors that score classes: the only ones a run on other classes starts anew
+        (the FPN, the RPN and the box regression carry over)."""
+        return CLASS_LAYERS[detector_family(str(self.architecture["detector"]))]
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
         """The maps the detection heads read (FPN levels, or SSDlite's six) of a normalised batch."""
@@ -323,26 +336,36 @@ def torchvision_detectors() -> list[str]:
             if name.startswith(DETECTORS)]
 
 
-def torchvision_detector(name: str, num_classes: int, weights_path: str | Path | None = None,
-                         norm: str = "frozen", **options: Any) -> DetectionModel:
+def torchvision_detector(name: str, num_classes: int, weights_path: str | Path | None = None, *,
+                         pretrained: bool = True, norm: str = "frozen", min_size: int = 800, max_size: int = 1333,
+                         score_thresh: float | None = None, **options: Any) -> DetectionModel:
     """torchvision's COCO-trained detector ``name`` for ``num_classes`` classes: every tensor from
-    ``weights_path`` (default: torchvision's file in the hub cache) but the class predictor, which is new.
+    ``weights_path`` (default: torchvision's file in the hub cache) but the class predictor, which is new;
+    ``pretrained=False``: no weights at all (a run's model rebuilt before its own tensors load).
 
-    ``options`` go to torchvision's constructor (min_size, max_size, box_score_thresh...).
+    Images are resized to ``min_size``..``max_size`` (SSDlite: its fixed 320 px); ``options`` go to
+    torchvision's constructor (nms_thresh, detections_per_img...).
     """
-    if name not in torchvision_detectors():
-        raise unknown_name("torchvision detector", name, torchvision_detectors())
-    path = Path(weights_path) if weights_path is not None else _coco_weights(name)
+    if name not in TORCHVISION_DETECTORS:
+        raise unknown_name("torchvision detector", name, TORCHVISION_DETECTORS)
+    settings = dict(options)
+    if detector_family(name) != "ssdlite":
+        settings.update(min_size=min_size, max_size=max_size)
+    if score_thresh is not None:
+        settings["box_score_thresh" if name.startswith("fasterrcnn") else "score_thresh"] = score_thresh
     detector = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                            **options)
-    _load_matching(detector, read_state_dict(path)[0], f"{path} ({name})")
+                                            **settings)
+    if pretrained:
+        path = Path(weights_path) if weights_path is not None else _coco_weights(name)
+        _load_matching(detector, read_state_dict(path)[0], f"{path} ({name})")
     owner = detector.backbone  # BackboneWithFPN's body, or SSDlite's features: the pretrained trunk
     attribute = "body" if hasattr(owner, "body") else "features"
     trunk = apply_norm_policy(getattr(owner, attribute), norm)
     delattr(owner, attribute)
     object.__setattr__(owner, attribute, trunk)  # still called there, but registered once: as the backbone
-    return DetectionModel(trunk, torchvision_layer_groups(trunk), detector, num_classes,
-                          {"torchvision_detector": name, "norm": norm})
+    architecture = {"detector": name, "norm": norm, "min_size": min_size, "max_size": max_size,
+                    "anchor_sizes": None, "options": options}
+    return DetectionModel(trunk, torchvision_layer_groups(trunk), detector, num_classes, architecture)
 
 
 def _coco_weights(name: str) -> Path:
@@ -353,7 +376,7 @@ def _coco_weights(name: str) -> Path:
         backbones._require_url_weights(url, name)
     except WeightsError:
         raise WeightsError(f"cannot download torchvision's COCO weights for {name} (offline?) and they are not "
-                           f"cached: download {url} on a connected machine and pass its path as weights_path") from None
+                           f"cached: download {url} on a connected machine and pass its path as --weights") from None
     if not cached.is_file():
         torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
     return cached

@@ -11,6 +11,7 @@ from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone, create_backbone
 from cvtransfer.models.feature_mlp import feature_backbone
+from cvtransfer.models.metadata import TORCHVISION_DETECTORS
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.models.weights import LoadReport, load_into, read_state_dict, resolve_weights_file
 
@@ -82,11 +83,41 @@ def build_detection_model(
     resized to a shorter side of ``image_size`` (longer side at most 5/3 of it, torchvision's 800/1333)."""
     from cvtransfer.models.detection import build_detector
 
+    if detector in TORCHVISION_DETECTORS:
+        return _torchvision_detection_model(detector, weights, class_names, image_size, norm, seed,
+                                            allow_partial_weights)
     read, _ = _read_weights(weights, None)
     backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
     model = build_detector(backbone, detector, len(class_names), min_size=image_size,
                            max_size=max_detection_size(image_size), anchor_sizes=anchor_sizes, norm=norm)
     return _with_weights(model, backbone, weights, image_size, seed, class_names, allow_partial_weights, read)
+
+
+def _torchvision_detection_model(detector: str, weights: str, class_names: list[str], image_size: int, norm: str,
+                                 seed: int, allow_partial: bool) -> BuiltModel:
+    """torchvision's whole COCO ``detector`` with ``weights``: coco (or imagenet, the default: the detector's own
+    COCO weights from the hub cache), none, a torchvision state dict (.pth) or a detection run of it."""
+    from cvtransfer.models.detection import torchvision_detector
+
+    min_size, max_size = image_size, max_detection_size(image_size)
+    read = None if weights in ("coco", "imagenet", "none") else read_state_dict(resolve_weights_file(weights))
+    if read is not None and not read[1]:  # a plain state dict: torchvision's own file of this detector
+        model = torchvision_detector(detector, len(class_names), resolve_weights_file(weights), norm=norm,
+                                     min_size=min_size, max_size=max_size)
+    else:
+        model = torchvision_detector(detector, len(class_names), pretrained=weights in ("coco", "imagenet"), norm=norm,
+                                     min_size=min_size, max_size=max_size)
+    backbone = Backbone(module=model.backbone, name=detector, source="torchvision", num_features=0,
+                        # torchvision's detectors normalise with ImageNet's mean and std (GeneralizedRCNNTransform)
+                        preprocessing=Preprocessing(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                                                    "bilinear", 1.0),
+                        classifier_prefix="", layer_groups=model.layer_groups,
+                        weights_source="hub" if weights in ("coco", "imagenet") else "none")
+    if read is not None and not read[1]:
+        path = resolve_weights_file(weights)
+        return BuiltModel(model, backbone, backbone.preprocessing, f"file:{file_digest(path)}", None)
+    coco = "coco" if weights == "imagenet" else weights  # the detector's own pretraining is COCO's
+    return _with_weights(model, backbone, coco, image_size, seed, class_names, allow_partial, read)
 
 
 def max_detection_size(image_size: int) -> int:
@@ -100,6 +131,12 @@ def rebuild_model(metadata: dict, num_classes: int, default_backbone: str) -> Tr
     It is built at the saved input size (a ViT trained at 64 px has 64-px position embeddings).
     """
     architecture = metadata.get("architecture") or {}
+    if architecture.get("detector") in TORCHVISION_DETECTORS:
+        from cvtransfer.models.detection import torchvision_detector
+
+        return torchvision_detector(str(architecture["detector"]), num_classes, pretrained=False,
+                                    norm=str(architecture["norm"]), min_size=int(architecture["min_size"]),
+                                    max_size=int(architecture["max_size"]))
     if "in_features" in architecture:
         backbone = feature_backbone(int(architecture["in_features"]), int(architecture["mlp_dim"]))
     else:
@@ -147,8 +184,8 @@ def _with_weights(model: TransferModel, backbone: Backbone, weights: str, image_
                   class_names: list[str] | None, allow_partial: bool, read: tuple[dict, dict] | None) -> BuiltModel:
     """``model`` with ``weights`` loaded (a file's: through :func:`load_into`), its preprocessing and weights id."""
     preprocessing, report = backbone.preprocessing, None
-    if weights == "imagenet":
-        weights_id = f"imagenet:{backbone.name}:{backbone.weights_source}"
+    if weights in ("imagenet", "coco"):
+        weights_id = f"{weights}:{backbone.name}:{backbone.weights_source}"
     elif weights == "none":
         weights_id = f"none:{backbone.name}:seed{seed}"
     else:

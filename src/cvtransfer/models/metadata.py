@@ -85,12 +85,17 @@ def _check_architecture(metadata: dict[str, Any], path: str | Path, tensors: dic
 
 DETECTOR_KEYS = {"detector", "norm", "min_size", "max_size", "anchor_sizes", "options"}
 DETECTORS = ("fasterrcnn", "retinanet", "fcos", "ssdlite")  # torchvision's detectors --task detection builds
+# torchvision's whole COCO detectors of those families (its backbone built in), by torchvision's names
+TORCHVISION_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                         "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+                         "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large")
 NORM_POLICIES = ("frozen", "batch", "group")  # what a detector's backbone BatchNorm becomes
 
 
 def _check_detector(architecture: dict[str, Any], path: str | Path) -> None:
     """A detection model's settings (they rebuild it): known names, sizes in the bounds of --image-size."""
-    if architecture.get("detector") not in DETECTORS or architecture.get("norm") not in NORM_POLICIES:
+    if architecture.get("detector") not in DETECTORS + TORCHVISION_DETECTORS or \
+            architecture.get("norm") not in NORM_POLICIES:
         raise _bad(path, "'architecture.detector' or 'architecture.norm' is not a known name")
     for name in ("min_size", "max_size"):
         size = architecture.get(name)
@@ -102,6 +107,11 @@ def _check_detector(architecture: dict[str, Any], path: str | Path) -> None:
         raise _bad(path, "'architecture.anchor_sizes' is not a list of pixel sizes")
     if architecture.get("options") not in (None, {}) or set(architecture) - DETECTOR_KEYS - {"bottleneck_dim"}:
         raise _bad(path, "'architecture' holds settings a detection model does not take")
+
+
+def detector_family(detector: str) -> str:
+    """The :data:`DETECTORS` family of a detector name (fasterrcnn for fasterrcnn_resnet50_fpn)."""
+    return next(family for family in DETECTORS if detector.startswith(family))
 
 
 def _check_preprocessing(metadata: dict[str, Any], path: str | Path) -> None:

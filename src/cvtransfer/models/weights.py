@@ -189,7 +189,7 @@ def load_into(
     bottleneck = {k[len("bottleneck."):]: v for k, v in _strip_wrappers(state).items() if k.startswith("bottleneck.")}
     if bottleneck:  # a cvtransfer model with a bottleneck (an adaptation run, ADDA's source stage)
         report.loaded += _load_filtered(model.bottleneck, bottleneck, report, prefix="bottleneck.", count_missing=False)
-    head = _matching_head(head, metadata.get("classes"), class_names, report)
+    head = _matching_head(head, metadata.get("classes"), class_names, report, getattr(model, "class_layers", ()))
     if head:
         dropped = len(report.dropped)
         report.loaded += _load_filtered(model.head, head, report, prefix="head.", count_missing=False)
@@ -229,9 +229,10 @@ def _check_coverage(
 
 def _matching_head(
     head: dict[str, torch.Tensor], file_classes: list[str] | None, class_names: list[str] | None,
-    report: LoadReport,
+    report: LoadReport, class_layers: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """The file's head if its classes are the data's (rows reordered to the data's order), else {}."""
+    """The file's head if its classes are the data's (rows reordered to the data's order), else {}, or, for a
+    head whose ``class_layers`` alone score classes (a detector's), the rest of it."""
     if not head or file_classes is None or class_names is None:
         return head
     if list(file_classes) == list(class_names):
@@ -241,8 +242,11 @@ def _matching_head(
         if all(value.shape[:1] == (len(order),) for value in head.values()):
             report.head = "head reused, its rows reordered to the data's class order"
             return {key: value[order] for key, value in head.items()}
-    report.head = (f"new head: the file's classes ({_preview(file_classes)}) are not the data's "
-                   f"({_preview(class_names)})")
+    differ = f"the file's classes ({_preview(file_classes)}) are not the data's ({_preview(class_names)})"
+    if class_layers:
+        report.head = f"head reused but its class layers ({', '.join(p.rstrip('.') for p in class_layers)}): {differ}"
+        return {key: value for key, value in head.items() if not key.startswith(class_layers)}
+    report.head = f"new head: {differ}"
     return {}
 
 

@@ -21,6 +21,7 @@ from torchmetrics import Metric
 
 from cvtransfer.evaluation.detection import MapScore
 from cvtransfer.models.factory import BuiltModel
+from cvtransfer.models.metadata import detector_family
 from cvtransfer.options import DATA, MODEL, opt
 from cvtransfer.tasks.base import TASKS, Task
 
@@ -37,9 +38,13 @@ LOSS_PARTS = {"fasterrcnn": ("loss_classifier", "loss_box_reg", "loss_objectness
 
 @dataclass
 class DetectionOptions:
-    detector: Literal["fasterrcnn", "retinanet", "fcos", "ssdlite"] = opt(
+    detector: Literal["fasterrcnn", "retinanet", "fcos", "ssdlite", "fasterrcnn_resnet50_fpn",
+                      "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                      "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+                      "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"] = opt(
         "fasterrcnn", "detection: torchvision's detector on the backbone's feature maps (Faster R-CNN, RetinaNet "
-        "and FCOS on an FPN; SSDlite on the last two maps).", MODEL)
+        "and FCOS on an FPN; SSDlite on the last two maps), or one of torchvision's whole COCO detectors by name "
+        "(its own backbone; --weights coco for its COCO weights, a .pth of them, a run folder, or none).", MODEL)
     norm: Literal["frozen", "batch", "group"] = opt(
         "frozen", "detection: the backbone's BatchNorm: frozen statistics (small batches), trainable, or "
         "replaced by GroupNorm.", MODEL)
@@ -86,7 +91,7 @@ class Detection(Task):
                                      anchor_sizes(config), config.norm, config.seed, config.allow_partial_weights)
 
     def loss_parts(self, config: Config) -> tuple[str, ...]:
-        return LOSS_PARTS[config.detector]
+        return LOSS_PARTS[detector_family(config.detector)]
 
     def network_loss(self, network: nn.Module, x: Any, y: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses: dict[str, torch.Tensor] = network(x, y)
@@ -135,4 +140,9 @@ def suggested_anchor_sizes(images: list[Any], config: Config) -> tuple[int, ...]
         scale = min(size / min(image.width, image.height), max_detection_size(size) / max(image.width, image.height))
         scaled.append(BoxImage(image.image, round(image.width * scale), round(image.height * scale),
                                image.boxes * scale, image.labels))
-    return suggest_anchor_sizes(BoxSet([], scaled), levels=6 if config.detector == "ssdlite" else 5)
+    return suggest_anchor_sizes(BoxSet([], scaled), levels=anchor_levels(config.detector))
+
+
+def anchor_levels(detector: str) -> int:
+    """How many anchor sizes ``detector`` takes: one per pyramid level (SSDlite: its six maps)."""
+    return 6 if detector_family(detector) == "ssdlite" else 5
