@@ -217,3 +217,15 @@ def test_evaluate_and_predict(split_dir: Path, tmp_path: Path) -> None:
     assert len(rows) == 4 and all(r["label"] in {"a", "b", "c"} for r in rows)
     assert all(len(r["top_k"].split(";")) == 2 for r in rows)
     assert (tmp_path / "p.csv").read_text().startswith("path,label,probability,top_k")
+
+
+def test_segment_and_detect_are_fit_with_their_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cvtransfer
+    from cvtransfer.engine import commands
+
+    seen = []
+    monkeypatch.setattr(commands, "fit_run", lambda config, callbacks: seen.append(config))
+    cvtransfer.segment(data="masks/", decoder="fpn")
+    cvtransfer.detect(cvtransfer.Config(data="boxes/", task="classification"), detector="fcos")
+    assert [(c.task, c.data) for c in seen] == [("segmentation", "masks/"), ("detection", "boxes/")]
+    assert seen[0].decoder == "fpn" and seen[1].detector == "fcos"

@@ -20,3 +20,4 @@ def test_output_stems_are_distinct_and_keep_the_first_name() -> None:
     files = ["a/x.jpg", "b/x.png", "c/y.jpg", "x_2.jpg", "d/x.jpg"]
     assert output_stems(files) == ["x", "x_2", "y", "x_2_2", "x_3"]
     assert len(set(output_stems(files))) == len(files)
+

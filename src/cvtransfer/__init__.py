@@ -7,6 +7,7 @@ from cvtransfer.api import (
     backbones,
     compare,
     convert,
+    detect,
     evaluate,
     fit,
     lr_find,
@@ -14,6 +15,7 @@ from cvtransfer.api import (
     pretrained,
     rank,
     resume,
+    segment,
     shift,
 )
 from cvtransfer.config import Config
@@ -24,5 +26,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "adapt", "auto", "backbones", "compare", "convert", "evaluate", "fit", "lr_find", "predict", "pretrained", "rank", "report", "resume", "shift",
+    "adapt", "auto", "backbones", "compare", "convert", "detect", "evaluate", "fit", "lr_find", "predict", "pretrained",
+    "rank", "report", "resume", "segment", "shift",
 ]

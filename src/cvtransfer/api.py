@@ -31,6 +31,16 @@ def fit(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **o
     return commands.fit_run(_config(config, options), callbacks)
 
 
+def segment(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
+    """:func:`fit` with ``task="segmentation"``: ``cvtransfer.segment(data="camvid/", decoder="unet")``."""
+    return fit(config, callbacks, **{**options, "task": "segmentation"})
+
+
+def detect(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
+    """:func:`fit` with ``task="detection"``: ``cvtransfer.detect(data="people/", detector="fcos")``."""
+    return fit(config, callbacks, **{**options, "task": "detection"})
+
+
 def resume(run_dir: str | Path, callbacks: Sequence[pl.Callback] = (), **overrides: Any) -> Run:
     """Continue an interrupted run from its last checkpoint (``overrides`` such as ``epochs=20`` allowed)."""
     return commands.resume_run(run_dir, callbacks, **overrides)

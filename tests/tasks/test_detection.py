@@ -77,10 +77,10 @@ def test_a_run_folder_with_map(det_run: Path) -> None:
 
 
 def test_predict_writes_boxes_json_and_drawn_images(det_run: Path, det_data: Path, tmp_path: Path) -> None:
-    from cvtransfer.run import Run
-
     import json
     import shutil
+
+    from cvtransfer.run import Run
 
     run = Run(det_run)
     (tmp_path / "other").mkdir()
