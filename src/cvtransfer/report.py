@@ -102,8 +102,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Raises CvTransferError when the folder is not a finished run; a section that fails becomes a
     note on the page (and a logged warning) instead.
     """
-    if (Path(run_dir) / "config.yaml").is_file() and Run(run_dir).config.task in DENSE_SECTIONS:
-        return _write_dense_report(Path(run_dir), out)
+    if (Path(run_dir) / "config.yaml").is_file():
+        own = _write_task_report(Run(run_dir), out)
+        if own is not None:
+            return own
     data = _load(Path(run_dir))
     run = data.run
     builders: list[tuple[str, str, Callable[[], Markup]]] = [
@@ -130,25 +132,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
-def _dense_sections(task: str) -> Callable[..., list[tuple[str, str, Callable[[], Markup]]]]:
-    """The section builders of a segmentation or detection run (their own modules)."""
-    if task == "detection":
-        from cvtransfer.evaluation.detection_report import detection_sections
-
-        return detection_sections
-    from cvtransfer.evaluation.segmentation_report import segmentation_sections
-
-    return segmentation_sections
-
-
-DENSE_SECTIONS = ("segmentation", "detection")  # tasks whose report is made from the run folder's own files
-
-
-def _write_dense_report(run_dir: Path, out: str | Path | None) -> Path:
-    run = Run(run_dir)
-    if not (run_dir / MODEL_FILE).is_file():
-        raise CvTransferError(f"{run_dir / MODEL_FILE} is missing: the run has not finished (resume it with --resume)")
-    builders = _dense_sections(run.config.task)(run, run_title(run), training_seconds(run)[0])
+def _write_task_report(run: Run, out: str | Path | None) -> Path | None:
+    """The report of a task that makes its sections from the run folder's own files (segmentation,
+    detection: :meth:`Task.report_builders`); None for the others."""
+    builders = run.task.report_builders(run, run_title(run), training_seconds(run)[0])
+    if builders is None:
+        return None
+    if not (run.path / MODEL_FILE).is_file():
+        raise CvTransferError(f"{run.path / MODEL_FILE} is missing: the run has not finished (resume it with --resume)")
     builders.insert(1, ("config", "Configuration", lambda: _config_table(run.config)))
     builders.append(("diagnosis", "Diagnosis", lambda: _diagnosis(run)))
     sections = [_section(run, id_, title, build) for id_, title, build in builders]

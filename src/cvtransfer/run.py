@@ -152,10 +152,11 @@ class Run:
         ``features``: the backbone features of exactly those samples, when already computed.
         """
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
-        if self.config.task == "segmentation":
-            return self._evaluate_segmentation(data, out)
-        if self.config.task == "detection":
-            return self._evaluate_detection(data, out)
+        dense = self.task.evaluate_run(self, data, out)
+        if dense is not None:
+            metrics, confusion = dense
+            metrics["data"] = str(data or self.config.data)
+            return self._write_metrics(metrics, out, confusion, normalise=True)
         name, samples = self._evaluation_samples(data)
         if not samples:
             raise DataError(f"no images to evaluate in the {name} split")
@@ -167,22 +168,6 @@ class Run:
         metrics = self.task.evaluate(probs, targets, self.classes)
         metrics.update(split=name, data=str(data or self.config.data))
         return self._write_metrics(metrics, out, metrics["confusion_matrix"], normalise=False)
-
-    def _evaluate_segmentation(self, data: str | Path | None, out: Path) -> dict[str, Any]:
-        from cvtransfer.engine.devices import pick_device
-        from cvtransfer.evaluation.segmentation_run import evaluate_segmentation
-
-        metrics = evaluate_segmentation(self, data, out, pick_device(self.config.accelerator))
-        metrics["data"] = str(data or self.config.data)
-        return self._write_metrics(metrics, out, metrics["confusion"], normalise=True)
-
-    def _evaluate_detection(self, data: str | Path | None, out: Path) -> dict[str, Any]:
-        from cvtransfer.engine.devices import pick_device
-        from cvtransfer.evaluation.detection_run import evaluate_detection
-
-        metrics = evaluate_detection(self, data, out, pick_device(self.config.accelerator))
-        metrics["data"] = str(data or self.config.data)
-        return self._write_metrics(metrics, out, None, normalise=False)
 
     def _write_metrics(self, metrics: dict[str, Any], out: Path, confusion: list[list[int]] | None,
                        normalise: bool) -> dict[str, Any]:
@@ -218,16 +203,9 @@ class Run:
             log.warning("skipped %s: %s", file, reason)
         if not usable:
             raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
-        if self.config.task == "segmentation":
-            from cvtransfer.engine.devices import pick_device
-            from cvtransfer.evaluation.segmentation_run import predict_segmentation
-
-            return predict_segmentation(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
-        if self.config.task == "detection":
-            from cvtransfer.engine.devices import pick_device
-            from cvtransfer.evaluation.detection_run import predict_detection
-
-            return predict_detection(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
+        rows = self.task.predict_run(self, usable, Path(out or "predictions.csv"))
+        if rows is not None:
+            return rows
         probs, _ = self._probs([(p, 0) for p in usable])
         return self.task.prediction_rows(usable, probs, self.classes, top_k)
 
@@ -274,10 +252,9 @@ def method_label(run: Run) -> str:
     from cvtransfer.strategies.linear import head_kind
 
     config = run.config
-    if config.task == "segmentation":
-        return f"{config.strategy}, {config.decoder} decoder"
-    if config.task == "detection":
-        return f"{config.strategy}, {config.detector}"
+    own = run.task.method_label(config)
+    if own is not None:
+        return own
     strategy = f"{config.strategy} ({head_kind(config)} head)" if config.strategy == "linear" else config.strategy
     if not is_adaptation(run):
         return strategy

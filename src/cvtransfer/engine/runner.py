@@ -108,12 +108,7 @@ class Prepared:
 def build_run_model(config: Config, splits: Splits, weights: str | None = None) -> BuiltModel:
     """The task's model: the backbone (or, for feature files, an MLP), adapt's bottleneck, the task's head."""
     task = get_task(config.task)
-    if isinstance(splits, DetectionSplits) and config.anchor_sizes == "auto":
-        from cvtransfer.tasks.detection import suggested_anchor_sizes
-
-        suggested = ",".join(map(str, suggested_anchor_sizes(splits.train, config)))
-        log.info("anchor sizes from the training boxes (--anchor-sizes auto): %s", suggested)
-        config = config.replace(anchor_sizes=suggested)
+    config = task.settle_options(config, splits)
     if isinstance(splits, DomainSplits):
         width = feature_width(splits.train) if splits.features else None
         return task.build_model(config, splits.classes, weights or config.weights, config.bottleneck_dim, width)

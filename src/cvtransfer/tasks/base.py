@@ -8,6 +8,8 @@ folder, evaluation, prediction and the report ask the task instead of assuming c
 - :meth:`Task.metric`: the torchmetrics metric logged as ``train_<metric_name>`` / ``val_<metric_name>``;
 - :meth:`Task.evaluate`: metrics.json from the model's outputs on the evaluation split;
 - :meth:`Task.prediction_rows`: what ``predict`` writes per input;
+- :meth:`Task.evaluate_run`, :meth:`Task.predict_run`: a finished run's evaluation and prediction when the
+  task reads its own data and writes pictures (segmentation's masks, detection's boxes);
 - ``run_files`` and ``report_sections``: what the run folder and report.html hold.
 
 ``classification`` is the first task; segmentation and detection are next, one file each.
@@ -15,6 +17,7 @@ folder, evaluation, prediction and the report ask the task instead of assuming c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -24,10 +27,14 @@ from torchmetrics import Metric
 from cvtransfer.registry import Registry
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cvtransfer.config import Config
     from cvtransfer.models.factory import BuiltModel
+    from cvtransfer.run import Run
 
 TASKS: Registry[type[Task]] = Registry("task")
+ReportSection = tuple[str, str, Callable[[], Any]]  # report.html's section: id, title, what builds its HTML
 
 
 class Task:
@@ -41,6 +48,11 @@ class Task:
     # (metric, "min" or "max") that picks best.ckpt instead of --monitor; None: --monitor
     monitor: ClassVar[tuple[str, str] | None] = None
     train_metric: ClassVar[bool] = True  # whether train_<metric_name> is measured on the training batches
+
+    def settle_options(self, config: Config, splits: Any) -> Config:
+        """``config`` with the options that depend on the training data settled (detection's --anchor-sizes
+        auto); the default: ``config`` as it is."""
+        return config
 
     def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,
                     feature_width: int | None = None) -> BuiltModel:
@@ -90,6 +102,26 @@ class Task:
                         top_k: int = 1) -> list[dict[str, Any]]:
         """predictions.csv's rows, one per input."""
         raise NotImplementedError
+
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any] | None:
+        """(metrics, confusion matrix to draw or None) of a finished ``run`` on ``data`` (None: its own test
+        split), pictures written beside ``out``, when the task reads its own data (masks, boxes); None (the
+        default): the run classifies the image folders' samples and calls :meth:`evaluate`."""
+        return None
+
+    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]] | None:
+        """predictions.csv's rows for ``files``, with what the task writes beside ``out`` (masks, drawn boxes);
+        None (the default): :meth:`prediction_rows` of the run's probabilities."""
+        return None
+
+    def report_builders(self, run: Run, title: str, seconds: float | None) -> list[ReportSection] | None:
+        """report.html's sections (id, title, builder) made from the run folder's own files, config and
+        diagnosis aside; None (the default): the report predicts the test split and builds its own."""
+        return None
+
+    def method_label(self, config: Config) -> str | None:
+        """How a run was trained, for reports and comparisons; None (the default): the strategy and method."""
+        return None
 
 
 def get_task(name: str) -> Task:

@@ -11,6 +11,7 @@ the best epoch is the one of the highest validation mAP.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,11 +24,16 @@ from cvtransfer.evaluation.detection import MapScore
 from cvtransfer.models.factory import BuiltModel
 from cvtransfer.models.metadata import detector_family
 from cvtransfer.options import DATA, MODEL, opt
-from cvtransfer.tasks.base import TASKS, Task
+from cvtransfer.tasks.base import TASKS, ReportSection, Task
 
 if TYPE_CHECKING:
-    from cvtransfer.config import Config
+    from pathlib import Path
 
+    from cvtransfer.config import Config
+    from cvtransfer.run import Run
+
+
+log = logging.getLogger(__name__)
 
 # torchvision's names of each detector's losses (history.csv's train_<name> columns)
 LOSS_PARTS = {"fasterrcnn": ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"),
@@ -83,6 +89,13 @@ class Detection(Task):
     monitor = ("val_map", "max")
     train_metric = False  # mAP needs the detector in eval mode: measured on the validation split only
 
+    def settle_options(self, config: Config, splits: Any) -> Config:
+        if config.anchor_sizes != "auto":
+            return config
+        suggested = ",".join(map(str, suggested_anchor_sizes(splits.train, config)))
+        log.info("anchor sizes from the training boxes (--anchor-sizes auto): %s", suggested)
+        return config.replace(anchor_sizes=suggested)
+
     def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,
                     feature_width: int | None = None) -> BuiltModel:
         from cvtransfer.models.factory import build_detection_model
@@ -117,6 +130,27 @@ class Detection(Task):
 
         return (f"{metrics['split']} mAP {show(metrics['map'])}, mAP@.5 {show(metrics['map_50'])}, recall@100 "
                 f"{show(metrics['mar_100'])} ({metrics['num_images']} images, {metrics['num_boxes']} boxes)")
+
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.detection_run import evaluate_detection
+
+        metrics = evaluate_detection(run, data, out, pick_device(run.config.accelerator))
+        return metrics, None
+
+    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.detection_run import predict_detection
+
+        return predict_detection(run, files, out, pick_device(run.config.accelerator))
+
+    def report_builders(self, run: Run, title: str, seconds: float | None) -> list[ReportSection]:
+        from cvtransfer.evaluation.detection_report import detection_sections
+
+        return detection_sections(run, title, seconds)
+
+    def method_label(self, config: Config) -> str:
+        return f"{config.strategy}, {config.detector}"
 
 
 def anchor_sizes(config: Config) -> tuple[int, ...] | None:

@@ -22,10 +22,13 @@ from torchmetrics import Metric
 from cvtransfer.evaluation.segmentation import MeanIoU
 from cvtransfer.models.factory import BuiltModel
 from cvtransfer.options import DATA, MODEL, opt
-from cvtransfer.tasks.base import TASKS, Task
+from cvtransfer.tasks.base import TASKS, ReportSection, Task
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cvtransfer.config import Config
+    from cvtransfer.run import Run
 
 IGNORE = -100  # what the ignored pixels (--ignore-index, padding) become in a batch: PyTorch's own ignore value
 
@@ -98,3 +101,24 @@ class Segmentation(Task):
 
         return (f"{metrics['split']} mIoU {show(metrics['miou'])}, pixel accuracy {show(metrics['pixel_accuracy'])}, "
                 f"mean class accuracy {show(metrics['mean_class_accuracy'])} ({metrics['num_images']} images)")
+
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.segmentation_run import evaluate_segmentation
+
+        metrics = evaluate_segmentation(run, data, out, pick_device(run.config.accelerator))
+        return metrics, metrics["confusion"]
+
+    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]]:
+        from cvtransfer.engine.devices import pick_device
+        from cvtransfer.evaluation.segmentation_run import predict_segmentation
+
+        return predict_segmentation(run, files, out, pick_device(run.config.accelerator))
+
+    def report_builders(self, run: Run, title: str, seconds: float | None) -> list[ReportSection]:
+        from cvtransfer.evaluation.segmentation_report import segmentation_sections
+
+        return segmentation_sections(run, title, seconds)
+
+    def method_label(self, config: Config) -> str:
+        return f"{config.strategy}, {config.decoder} decoder"
