@@ -101,7 +101,7 @@ def test_no_import_cycle() -> None:
 LAYERS = [
     ("foundation", ("cvtransfer.errors", "cvtransfer.options", "cvtransfer.registry", "cvtransfer.io")),
     ("data and models", ("cvtransfer.data", "cvtransfer.models", "cvtransfer.evaluation")),
-    ("plug-ins", ("cvtransfer.tasks", "cvtransfer.strategies", "cvtransfer.losses", "cvtransfer.scores",
+    ("plug-ins", ("cvtransfer.tasks", "cvtransfer.strategies", "cvtransfer.losses", "cvtransfer.scores", "cvtransfer.few_shot",
                   "cvtransfer.plugins")),
     ("config", ("cvtransfer.config",)),
     ("engine and run folder", ("cvtransfer.engine", "cvtransfer.run", "cvtransfer.report", "cvtransfer.comparison")),

@@ -9,6 +9,8 @@ from cvtransfer.api import (
     convert,
     detect,
     evaluate,
+    fewshot,
+    fewshot_eval,
     fit,
     lr_find,
     predict,
@@ -26,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
-    "adapt", "auto", "backbones", "compare", "convert", "detect", "evaluate", "fit", "lr_find", "predict", "pretrained",
+    "adapt", "auto", "backbones", "compare", "convert", "detect", "evaluate", "fewshot", "fewshot_eval", "fit", "lr_find", "predict", "pretrained",
     "rank", "report", "resume", "segment", "shift",
 ]

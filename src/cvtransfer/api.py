@@ -24,6 +24,7 @@ from cvtransfer.run import Run, write_predictions
 
 if TYPE_CHECKING:
     from cvtransfer.workflows.auto import AutoResult
+    from cvtransfer.workflows.fewshot import FewShotResult
     from cvtransfer.workflows.rank import Ranking
 
 def fit(config: Config | None = None, callbacks: Sequence[pl.Callback] = (), **options: Any) -> Run:
@@ -148,6 +149,29 @@ def shift(source: str | Path, target: str | Path, config: Config | None = None, 
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / SHIFT_FILE, result)
     return result
+
+
+def fewshot_eval(config: Config | None = None, **options: Any) -> FewShotResult:
+    """Few-shot accuracy of a backbone's features on seeded N-way K-shot episodes of ``data``'s classes, per
+    method, with 95% intervals; fewshot.json and fewshot.csv in ``out``.
+
+    ``cvtransfer.fewshot_eval(data="office/", backbone="tf_efficientnet_lite0", ways=5, shots="1,5")``.
+    """
+    from cvtransfer.workflows.fewshot import evaluate_fewshot
+
+    return evaluate_fewshot(_config(config, options))
+
+
+def fewshot(support: str | Path, queries: Sequence[str | Path], out: str | Path | None = None,
+            config: Config | None = None, **options: Any) -> list[dict[str, Any]]:
+    """Label ``queries`` (images or folders) from ``support`` (class folders of a few images each) with the first
+    of ``fewshot_methods`` on the backbone's features; rows of path, label, score (also written to ``out``)."""
+    from cvtransfer.workflows.fewshot import classify_queries
+
+    rows = classify_queries(_config(config, options), support, list(queries))
+    if out is not None:
+        write_predictions(rows, out)
+    return rows
 
 
 def _config(config: Config | None, options: dict[str, Any]) -> Config:

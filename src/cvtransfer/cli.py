@@ -27,6 +27,7 @@ from cvtransfer.config import (
     ADAPT,
     CHOOSE,
     DATA,
+    FEWSHOT,
     MODEL,
     OUTPUT,
     TRAIN,
@@ -324,6 +325,41 @@ def rank(
     """Rank backbones by transferability scores (LogME, LEEP, NCE, H-score, NLEEP) without fine-tuning."""
     ranking = api.rank(_build_config(data, config, overrides or {}))
     typer.echo(f"\n{ranking_table(ranking)}\nranking written to {ranking.folder / RANKING_FILE}")
+
+
+FEWSHOT_INCLUDE = frozenset({"backbone", "weights", "image_size", "batch_size", "num_workers", "max_image_pixels",
+                             "seed", "accelerator", "allow_partial_weights"})
+
+
+@app.command("fewshot-eval")
+@config_options(groups=(FEWSHOT, OUTPUT), skip=POSITIONAL_FIELDS | {"report", "progress"},
+                include=FEWSHOT_INCLUDE | {"classes_file"})
+def fewshot_eval(
+    data: Annotated[Path, typer.Argument(help="DATA_DIR: class folders (all splits pooled) of the classes to "
+                                              "evaluate on.")],
+    config: ConfigFile = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Few-shot accuracy on seeded N-way K-shot episodes, per method, with 95% intervals (fewshot.json, .csv)."""
+    from cvtransfer.workflows.fewshot import RESULTS_FILE, fewshot_table
+
+    result = api.fewshot_eval(_build_config(data, config, overrides or {}))
+    typer.echo(fewshot_table(result))
+    typer.echo(f"results written to {result.folder / RESULTS_FILE}")
+
+
+@app.command()
+@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | {"fewshot_methods"})
+def fewshot(
+    support: Annotated[Path, typer.Option(help="Class folders of a few labelled images each.")],
+    query: Annotated[list[Path], typer.Option(help="Images and/or folders of images to label (repeatable).")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
+    config: ConfigFile = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Label query images from a support set of a few images per class (the first --fewshot-methods method)."""
+    rows = api.fewshot(support, query, out, _build_config(None, config, overrides or {}))
+    typer.echo(f"{len(rows)} predictions written to {out}")
 
 
 @app.command()

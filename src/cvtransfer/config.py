@@ -22,6 +22,7 @@ from cvtransfer.options import (  # noqa: F401  (re-exported: the groups are par
     ADAPT,
     CHOOSE,
     DATA,
+    FEWSHOT,
     MODEL,
     OPTIM,
     OUTPUT,
@@ -63,8 +64,7 @@ class CoreConfig:
     # -- model
     backbone: str = opt("resnet18", "timm or torchvision model name (tv/resnet50 forces torchvision).", MODEL)
     weights: str = opt("imagenet", "imagenet (hub), none (random init), or PATH to .safetensors/.pth/.ckpt/run folder; "
-                       "rank/auto also take one per backbone, or NAME=PATH pairs separated by commas; coco: a "
-                       "torchvision COCO detector's own weights (--task detection).", MODEL)
+                       "rank/auto: one per backbone, or NAME=PATH pairs; coco: a COCO detector's own.", MODEL)
     drop_rate: float = opt(0.0, "Dropout before the classifier head.", MODEL, 0.0, 1.0)
     allow_partial_weights: bool = opt(False, "Go on when --weights PATH fills less than 90% of the backbone's "
                                       "tensors (another architecture); the rest keep their initialisation.", MODEL)
@@ -111,6 +111,16 @@ class CoreConfig:
                               CHOOSE, 1)
     small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
     small_images: int = opt(1000, "auto: fewer training images than this is small data.", CHOOSE, 1)
+    # -- few-shot (cvtransfer fewshot, fewshot-eval)
+    ways: int = opt(5, "fewshot-eval: classes per episode.", FEWSHOT, 2)
+    shots: str = opt("1,5", "fewshot-eval: support images per class, one evaluation per value (comma-separated).",
+                     FEWSHOT)
+    queries: int = opt(15, "fewshot-eval: query images per class and episode.", FEWSHOT, 1)
+    episodes: int = opt(600, "fewshot-eval: episodes per setting (the 95% interval narrows as 1/sqrt of it).",
+                        FEWSHOT, 1)
+    fewshot_methods: str = opt("protonet,protonet_cosine,simpleshot,matching,baselinepp,finetune",
+                               "Few-shot classifiers on the backbone's features, comma-separated: {fewshot}; "
+                               "fewshot classifies with the first.", FEWSHOT)
     # -- adaptation (cvtransfer adapt; the source domain is ``data``)
     target: str | None = opt(None, "TGT_DIR: target images (class folders whose labels are used only for evaluation, a "
                              "train/ [test/] layout, or a plain folder without labels), or a feature file.", ADAPT)
@@ -185,12 +195,13 @@ else:
 
 def help_text(field_: dataclasses.Field[Any]) -> str:
     """A setting's help with the registered names filled in ("{strategies}" -> "full, linear, ...")."""
+    from cvtransfer.few_shot.methods import FEWSHOT_METHODS
     from cvtransfer.losses import LOSSES, adaptation_methods, addable
     from cvtransfer.scores.transferability import SCORES
     from cvtransfer.strategies import STRATEGIES
     from cvtransfer.tasks import TASKS
 
-    names = {"{tasks}": TASKS.names(), "{strategies}": STRATEGIES.names(), "{losses}": [n for n in LOSSES.names() if addable(n)],
+    names = {"{fewshot}": FEWSHOT_METHODS.names(), "{tasks}": TASKS.names(), "{strategies}": STRATEGIES.names(), "{losses}": [n for n in LOSSES.names() if addable(n)],
              "{methods}": adaptation_methods(), "{scores}": SCORES.names()}
     text = str(field_.metadata["help"])
     for token, values in names.items():

@@ -22,6 +22,7 @@ from typing import Any
 DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT = "Data", "Model", "Strategy", "Optimisation", "Training", "Output"
 CHOOSE = "Choosing"  # rank and auto: candidate backbones, budget, the rules of the automatic choice
 ADAPT = "Adaptation"  # cvtransfer adapt
+FEWSHOT = "Few-shot"  # cvtransfer fewshot, fewshot-eval
 # The groups every training command (fit, lr-find, ...) exposes; a command adds its own group to them.
 TRAINING_GROUPS = (DATA, MODEL, STRATEGY, OPTIM, TRAIN, OUTPUT)
 

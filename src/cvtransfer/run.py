@@ -152,7 +152,9 @@ class Run:
         ``features``: the backbone features of exactly those samples, when already computed.
         """
         out = Path(out) if out else self.path / ("metrics.json" if data is None else "metrics_external.json")
-        dense = self.task.evaluate_run(self, data, out)
+        from cvtransfer.engine.devices import pick_device
+
+        dense = self.task.evaluate_run(self, data, out, pick_device(self.config.accelerator))
         if dense is not None:
             metrics, confusion = dense
             metrics["data"] = str(data or self.config.data)
@@ -198,12 +200,14 @@ class Run:
     def predict(self, paths: Sequence[str | Path], top_k: int = 1, out: str | Path | None = None) -> list[dict[str, Any]]:
         """Top-k labels and probabilities for images and folders of images (unreadable ones skipped); a
         segmentation run writes each image's mask and overlay beside ``out`` (predictions.csv -> predictions/)."""
-        usable, skipped = split_usable([str(f) for f in _expand_images(paths)], self.max_image_pixels)
+        usable, skipped = split_usable([str(f) for f in expand_images(paths)], self.max_image_pixels)
         for file, reason in skipped:
             log.warning("skipped %s: %s", file, reason)
         if not usable:
             raise DataError(f"no readable images among {', '.join(str(p) for p in paths)}")
-        rows = self.task.predict_run(self, usable, Path(out or "predictions.csv"))
+        from cvtransfer.engine.devices import pick_device
+
+        rows = self.task.predict_run(self, usable, Path(out or "predictions.csv"), pick_device(self.config.accelerator))
         if rows is not None:
             return rows
         probs, _ = self._probs([(p, 0) for p in usable])
@@ -220,7 +224,8 @@ def write_predictions(rows: list[dict[str, Any]], path: str | Path) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _expand_images(paths: Sequence[str | Path]) -> list[Path]:
+def expand_images(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files of ``paths`` (files, and the images inside folders); a missing path is a DataError."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():

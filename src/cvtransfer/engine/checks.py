@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cvtransfer.errors import ConfigError
+from cvtransfer.errors import ConfigError, unknown_name
 from cvtransfer.losses import LOSSES, addable, parse_loss_spec
 from cvtransfer.strategies import get_strategy
 from cvtransfer.strategies.linear import probe_l2_values, solved_head
@@ -163,9 +163,11 @@ def check_task_options(config: Config) -> None:
 def check_detection_options(config: Config) -> None:
     """--anchor-sizes as the detector takes them; no backbone or anchors for torchvision's whole detectors."""
     from cvtransfer.config import Config
-    from cvtransfer.models.metadata import TORCHVISION_DETECTORS
+    from cvtransfer.models.metadata import DETECTORS, TORCHVISION_DETECTORS
     from cvtransfer.tasks.detection import anchor_levels, anchor_sizes
 
+    if config.detector not in DETECTORS + TORCHVISION_DETECTORS:
+        raise unknown_name("detector", config.detector, DETECTORS + TORCHVISION_DETECTORS)
     if config.detector in TORCHVISION_DETECTORS:
         if config.backbone != Config.backbone:
             raise ConfigError(f"--backbone does not apply to --detector {config.detector} (torchvision's whole detector, "

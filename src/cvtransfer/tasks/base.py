@@ -103,13 +103,14 @@ class Task:
         """predictions.csv's rows, one per input."""
         raise NotImplementedError
 
-    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any] | None:
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path,
+                     device: torch.device) -> tuple[dict[str, Any], Any] | None:
         """(metrics, confusion matrix to draw or None) of a finished ``run`` on ``data`` (None: its own test
-        split), pictures written beside ``out``, when the task reads its own data (masks, boxes); None (the
+        split) on ``device``, pictures written beside ``out``, when the task reads its own data (masks, boxes); None (the
         default): the run classifies the image folders' samples and calls :meth:`evaluate`."""
         return None
 
-    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]] | None:
+    def predict_run(self, run: Run, files: list[str], out: Path, device: torch.device) -> list[dict[str, Any]] | None:
         """predictions.csv's rows for ``files``, with what the task writes beside ``out`` (masks, drawn boxes);
         None (the default): :meth:`prediction_rows` of the run's probabilities."""
         return None

@@ -44,13 +44,9 @@ LOSS_PARTS = {"fasterrcnn": ("loss_classifier", "loss_box_reg", "loss_objectness
 
 @dataclass
 class DetectionOptions:
-    detector: Literal["fasterrcnn", "retinanet", "fcos", "ssdlite", "fasterrcnn_resnet50_fpn",
-                      "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
-                      "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
-                      "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large"] = opt(
-        "fasterrcnn", "detection: torchvision's detector on the backbone's feature maps (Faster R-CNN, RetinaNet "
-        "and FCOS on an FPN; SSDlite on the last two maps), or one of torchvision's whole COCO detectors by name "
-        "(its own backbone; --weights coco for its COCO weights, a .pth of them, a run folder, or none).", MODEL)
+    detector: str = opt(
+        "fasterrcnn", "detection: fasterrcnn, retinanet, fcos, ssdlite on the backbone, or a torchvision COCO "
+        "detector by name (fasterrcnn_resnet50_fpn, ...).", MODEL)
     norm: Literal["frozen", "batch", "group"] = opt(
         "frozen", "detection: the backbone's BatchNorm: frozen statistics (small batches), trainable, or "
         "replaced by GroupNorm.", MODEL)
@@ -131,18 +127,17 @@ class Detection(Task):
         return (f"{metrics['split']} mAP {show(metrics['map'])}, mAP@.5 {show(metrics['map_50'])}, recall@100 "
                 f"{show(metrics['mar_100'])} ({metrics['num_images']} images, {metrics['num_boxes']} boxes)")
 
-    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any]:
-        from cvtransfer.engine.devices import pick_device
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path,
+                     device: torch.device) -> tuple[dict[str, Any], Any]:
         from cvtransfer.evaluation.detection_run import evaluate_detection
 
-        metrics = evaluate_detection(run, data, out, pick_device(run.config.accelerator))
+        metrics = evaluate_detection(run, data, out, device)
         return metrics, None
 
-    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]]:
-        from cvtransfer.engine.devices import pick_device
+    def predict_run(self, run: Run, files: list[str], out: Path, device: torch.device) -> list[dict[str, Any]]:
         from cvtransfer.evaluation.detection_run import predict_detection
 
-        return predict_detection(run, files, out, pick_device(run.config.accelerator))
+        return predict_detection(run, files, out, device)
 
     def report_builders(self, run: Run, title: str, seconds: float | None) -> list[ReportSection]:
         from cvtransfer.evaluation.detection_report import detection_sections

@@ -55,8 +55,8 @@ class SegmentationOptions:
         "FPN, DeepLabV3+; torchvision's FCN head, the one a ViT can take).", MODEL)
     ignore_index: int = opt(255, "segmentation: the mask value of unlabelled pixels, left out of the loss and the "
                             "metrics (CamVid: 11).", DATA, 0)
-    classes_file: str = opt("", "segmentation: class names, one per line ('name' or 'name R G B' for colour "
-                            "masks); default DATA_DIR/classes.txt, else class_0..class_K from the masks.", DATA)
+    classes_file: str = opt("", "Class names, one a line ('name R G B' for colour masks); segmentation's default: "
+                            "DATA_DIR/classes.txt; fewshot-eval: the classes evaluated (default: all).", DATA)
 
 
 @TASKS.register("segmentation")
@@ -102,18 +102,17 @@ class Segmentation(Task):
         return (f"{metrics['split']} mIoU {show(metrics['miou'])}, pixel accuracy {show(metrics['pixel_accuracy'])}, "
                 f"mean class accuracy {show(metrics['mean_class_accuracy'])} ({metrics['num_images']} images)")
 
-    def evaluate_run(self, run: Run, data: str | Path | None, out: Path) -> tuple[dict[str, Any], Any]:
-        from cvtransfer.engine.devices import pick_device
+    def evaluate_run(self, run: Run, data: str | Path | None, out: Path,
+                     device: torch.device) -> tuple[dict[str, Any], Any]:
         from cvtransfer.evaluation.segmentation_run import evaluate_segmentation
 
-        metrics = evaluate_segmentation(run, data, out, pick_device(run.config.accelerator))
+        metrics = evaluate_segmentation(run, data, out, device)
         return metrics, metrics["confusion"]
 
-    def predict_run(self, run: Run, files: list[str], out: Path) -> list[dict[str, Any]]:
-        from cvtransfer.engine.devices import pick_device
+    def predict_run(self, run: Run, files: list[str], out: Path, device: torch.device) -> list[dict[str, Any]]:
         from cvtransfer.evaluation.segmentation_run import predict_segmentation
 
-        return predict_segmentation(run, files, out, pick_device(run.config.accelerator))
+        return predict_segmentation(run, files, out, device)
 
     def report_builders(self, run: Run, title: str, seconds: float | None) -> list[ReportSection]:
         from cvtransfer.evaluation.segmentation_report import segmentation_sections

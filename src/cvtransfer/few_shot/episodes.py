@@ -31,7 +31,7 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, class_names: Sequence[st
     short = [c for c in present if len(by_class[c]) < shots + queries]
     if short:
         counts = ", ".join(f"'{class_names[c]}' ({len(by_class[c])})" for c in short[:3])
-        raise DataError(f"class {counts} has fewer than --shots + --queries = {shots + queries} images: add images, "
+        raise DataError(f"class(es) {counts} have fewer than --shots + --queries = {shots + queries} images: add images, "
                         "lower --shots/--queries, or leave the class out (--classes-file)")
     if ways > len(present):
         raise DataError(f"--ways {ways} needs {ways} classes but the data has {len(present)}: lower --ways")
