@@ -86,35 +86,32 @@ def test_report_renders_in_chromium(chromium: str, finished_report: Path, tmp_pa
         assert shot.width == LAPTOP["width"] and shot.height > 3 * LAPTOP["height"]
 
 
-SEGMENTATION_SECTIONS = ["summary", "config", "data", "curves", "per-class-iou", "confusion", "examples", "diagnosis"]
-
-
-def test_segmentation_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
+def dense_run(task: str, tmp_path: Path) -> Path:
+    """A tiny finished segmentation or detection run folder with its report."""
     import cvtransfer
-    from tests.tasks.test_segmentation import seg_config, write_segmentation_data
 
-    data = write_segmentation_data(tmp_path / "data")
-    run = cvtransfer.fit(seg_config(data, tmp_path / "run", epochs=2, report=True)).path
+    if task == "segmentation":
+        from tests.tasks.test_segmentation import seg_config, write_segmentation_data
+
+        return cvtransfer.fit(seg_config(write_segmentation_data(tmp_path / "data"), tmp_path / "run", epochs=2,
+                                         report=True)).path
+    from tests.tasks.test_detection import det_config, write_detection_data
+
+    return cvtransfer.fit(det_config(write_detection_data(tmp_path / "data"), tmp_path / "run", epochs=1,
+                                     report=True)).path
+
+
+@pytest.mark.parametrize(("task", "expected", "pictures"), [
+    ("segmentation", ["summary", "config", "data", "curves", "per-class-iou", "confusion", "examples", "diagnosis"], 4),
+    ("detection", ["summary", "config", "data", "curves", "per-class-ap", "pr-curve", "examples", "diagnosis"], 3),
+])
+def test_dense_reports_render_in_chromium(task: str, expected: list[str], pictures: int, chromium: str,
+                                         tmp_path: Path) -> None:
+    run = dense_run(task, tmp_path)
     errors, requests, sections, images, width = render(chromium, run / "report.html", tmp_path / "report.png")
     assert errors == [] and requests == []
-    assert [s[0] for s in sections] == SEGMENTATION_SECTIONS and all(title for _, title in sections)
-    assert len(images) >= 4 and all(images)
+    assert [s[0] for s in sections] == expected and all(title for _, title in sections)
+    assert len(images) >= pictures and all(images)
     assert width <= LAPTOP["width"]
     with Image.open(tmp_path / "report.png") as shot:
         assert shot.width == LAPTOP["width"] and shot.height > 2 * LAPTOP["height"]
-
-
-DETECTION_SECTIONS = ["summary", "config", "data", "curves", "per-class-ap", "pr-curve", "examples", "diagnosis"]
-
-
-def test_detection_report_renders_in_chromium(chromium: str, tmp_path: Path) -> None:
-    import cvtransfer
-    from tests.tasks.test_detection import det_config, write_detection_data
-
-    data = write_detection_data(tmp_path / "data")
-    run = cvtransfer.fit(det_config(data, tmp_path / "run", epochs=1, report=True)).path
-    errors, requests, sections, images, width = render(chromium, run / "report.html", tmp_path / "report.png")
-    assert errors == [] and requests == []
-    assert [s[0] for s in sections] == DETECTION_SECTIONS and all(title for _, title in sections)
-    assert len(images) >= 3 and all(images)
-    assert width <= LAPTOP["width"]
