@@ -332,7 +332,7 @@ FEWSHOT_INCLUDE = frozenset({"backbone", "weights", "image_size", "batch_size", 
 
 
 @app.command("fewshot-eval")
-@config_options(groups=(FEWSHOT, OUTPUT), skip=POSITIONAL_FIELDS | {"report", "progress"},
+@config_options(groups=(FEWSHOT, OUTPUT), skip=POSITIONAL_FIELDS | {"progress"},
                 include=FEWSHOT_INCLUDE | {"classes_file"})
 def fewshot_eval(
     data: Annotated[Path, typer.Argument(help="DATA_DIR: class folders (all splits pooled) of the classes to "

@@ -36,6 +36,16 @@ def test_fewshot_eval_measures_every_method_on_the_same_episodes(classes_dir: Pa
     # the class is the colour of a centre square: the packaged ImageNet Lite0 features tell it apart
     assert accuracy[("protonet", 3)] > 0.6  # chance: 1/3
     assert (out / "fewshot.csv").read_text().splitlines()[0].startswith("method,ways,shots,queries,episodes,accuracy")
+    # the report breaks the first method at the most shots down by class: 30 episodes x 3 classes x 4 queries
+    detail = saved["detail"]
+    assert (detail["method"], detail["shots"]) == ("protonet", 3) and sum(map(sum, detail["confusion"])) == 360
+    per_class = {row["class"]: row for row in detail["per_class"]}
+    assert sum(row["queries"] for row in per_class.values()) == 360
+    hits = sum(row["accuracy"] * row["queries"] for row in per_class.values())
+    assert hits / 360 == pytest.approx(accuracy[("protonet", 3)])
+    page = (out / "report.html").read_text()
+    assert all(f'id="{section}"' in page for section in ("summary", "per-class", "confusion", "errors"))
+    assert (out / "confusion.png").is_file() and (out / "errors.png").is_file() == (accuracy[("protonet", 3)] < 1)
     again = cvtransfer.fewshot_eval(data=str(classes_dir), backbone="tf_efficientnet_lite0", weights="imagenet", image_size=32,
                                     num_workers=0, accelerator="cpu", ways=3, shots="1,3", queries=4, episodes=30,
                                     out=str(tmp_path / "api"))

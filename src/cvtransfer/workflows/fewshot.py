@@ -21,6 +21,7 @@ import torch
 
 from cvtransfer.data.folders import discover
 from cvtransfer.errors import ConfigError, DataError
+from cvtransfer.evaluation.fewshot_report import EpisodeTally, write_fewshot_report, write_pictures
 from cvtransfer.few_shot.episodes import episode_labels, interval95, sample_episodes
 from cvtransfer.few_shot.methods import FEWSHOT_METHODS, one_thread
 from cvtransfer.io import atomic_write_text, write_json
@@ -115,8 +116,9 @@ def features_of(samples: list[tuple[str, int]], num_classes: int, config: Config
 
 
 def evaluate_fewshot(config: Config) -> FewShotResult:
-    """Every --fewshot-methods method on the same --episodes seeded episodes for each --shots; fewshot.json and
-    fewshot.csv written into --out (default runs/fewshot-<time>) once everything is measured."""
+    """Every --fewshot-methods method on the same --episodes seeded episodes for each --shots; fewshot.json,
+    fewshot.csv, confusion.png, errors.png and report.html (the first method at the most shots broken down by
+    class) written into --out (default runs/fewshot-<time>) once everything is measured."""
     shots_list, methods = parse_shots(config.shots), method_names(config.fewshot_methods)
     classes, samples = evaluation_samples(config)
     labels = np.array([label for _, label in samples])
@@ -124,6 +126,8 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
              for shots in shots_list}  # every refusal before the backbone runs
     notes = [note] if (note := check_held_out(classes, config.weights)) else []
     features, feature_seconds = features_of(samples, len(classes), config)
+    detail = (methods[0], max(shots_list))  # the setting the report breaks down by class
+    tally = EpisodeTally(len(classes))
     rows = []
     for shots, episodes in plans.items():
         support_labels = torch.from_numpy(episode_labels(config.ways, shots))
@@ -134,7 +138,11 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
             with torch.no_grad(), one_thread():
                 for episode in episodes:
                     scores = classify(features[episode.support], support_labels, features[episode.query], config.ways)
-                    accuracies.append(float((scores.argmax(dim=1) == query_labels).float().mean()))
+                    predicted = scores.argmax(dim=1)
+                    accuracies.append(float((predicted == query_labels).float().mean()))
+                    if (name, shots) == detail:
+                        tally.add(episode.classes, episode.support, shots, episode.query, query_labels.numpy(),
+                                  predicted.numpy())
             mean, half = interval95(accuracies)
             rows.append({"method": name, "ways": config.ways, "shots": shots, "queries": config.queries,
                          "episodes": len(episodes), "accuracy": mean, "ci95": half,
@@ -142,10 +150,15 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
             log.info("%s %d-way %d-shot: %.4f +- %.4f", name, config.ways, shots, mean, half)
     folder = Path(config.out) if config.out else Path("runs") / f"fewshot-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / RESULTS_FILE, {"backbone": config.backbone, "weights": config.weights, "data": config.data,
-                                       "classes": classes, "images": len(samples), "seed": config.seed,
-                                       "feature_seconds": feature_seconds, "notes": notes, "results": rows})
+    saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
+             "images": len(samples), "seed": config.seed, "feature_seconds": feature_seconds, "notes": notes,
+             "results": rows, "detail": {"method": detail[0], "shots": detail[1], "per_class": tally.per_class(classes),
+                                         "confusion": tally.confusion.tolist()}}
+    write_pictures(tally, classes, [path for path, _ in samples], folder, config.max_image_pixels)
+    write_json(folder / RESULTS_FILE, saved)
     atomic_write_text(folder / TABLE_FILE, _csv(rows))
+    if config.report:
+        write_fewshot_report(folder, saved)
     return FewShotResult(rows, folder, classes, feature_seconds, notes)
 
 
