@@ -162,13 +162,14 @@ def fewshot_eval(config: Config | None = None, **options: Any) -> FewShotResult:
     return evaluate_fewshot(_config(config, options))
 
 
-def fewshot(support: str | Path, queries: Sequence[str | Path], out: str | Path | None = None,
+def fewshot(support: str | Path, queries: str | Path | Sequence[str | Path], out: str | Path | None = None,
             config: Config | None = None, **options: Any) -> list[dict[str, Any]]:
     """Label ``queries`` (images or folders) from ``support`` (class folders of a few images each) with the first
     of ``fewshot_methods`` on the backbone's features; rows of path, label, score (also written to ``out``)."""
     from cvtransfer.workflows.fewshot import classify_queries
 
-    rows = classify_queries(_config(config, options), support, list(queries))
+    rows = classify_queries(_config(config, options), support,
+                            [queries] if isinstance(queries, (str, Path)) else list(queries))
     if out is not None:
         write_predictions(rows, out)
     return rows

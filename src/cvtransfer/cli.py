@@ -349,7 +349,7 @@ def fewshot_eval(
 
 
 @app.command()
-@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | {"fewshot_methods"})
+@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | {"fewshot_methods", "cache_dir"})
 def fewshot(
     support: Annotated[Path, typer.Option(help="Class folders of a few labelled images each.")],
     query: Annotated[list[Path], typer.Option(help="Images and/or folders of images to label (repeatable).")],

@@ -249,6 +249,8 @@ def model_label(run: Run) -> str:
         return f"MLP on features ({int(architecture['in_features'])} dims)"
     if feature_input(run.config):
         return "MLP on features"
+    if architecture.get("detector") in TORCHVISION_DETECTORS:  # a whole COCO detector: its backbone built in
+        return str(architecture["detector"])
     return run.config.backbone
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -41,7 +39,7 @@ def test_interval_is_196_standard_errors() -> None:
     mean, half = interval95([0.5, 0.7, 0.9, 0.7])
     assert mean == pytest.approx(0.7)
     assert half == pytest.approx(1.96 * np.std([0.5, 0.7, 0.9, 0.7], ddof=1) / 2)
-    assert math.isnan(interval95([0.5])[1])
+    assert interval95([0.5]) == (0.5, None)
 
 
 SUPPORT = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]])
@@ -54,12 +52,19 @@ def test_protonet_is_minus_the_squared_distance_to_class_means() -> None:
     assert torch.allclose(protonet(SUPPORT, SUPPORT_LABELS, QUERY, 2), expected)
 
 
-def test_matching_sums_a_softmax_over_support_cosines_per_class() -> None:
+def test_matching_averages_a_softmax_over_support_cosines_per_class() -> None:
     cos = torch.nn.functional.normalize(QUERY, dim=1) @ torch.nn.functional.normalize(SUPPORT, dim=1).T
     attention = cos.softmax(dim=1)
-    scores = matching(SUPPORT, SUPPORT_LABELS, QUERY, 2)
-    assert torch.allclose(scores, torch.stack([attention[:, :2].sum(1), attention[:, 2:].sum(1)], dim=1))
-    assert torch.allclose(scores.sum(1), torch.ones(2))
+    scores = matching(SUPPORT, SUPPORT_LABELS, QUERY, 2)  # two support images per class
+    assert torch.allclose(scores, torch.stack([attention[:, :2].sum(1), attention[:, 2:].sum(1)], dim=1) / 2)
+    assert torch.allclose(scores.sum(1), torch.full((2,), 0.5))
+
+
+def test_matching_does_not_favour_a_class_with_more_support_images() -> None:
+    support = torch.tensor([[1.0, 0.0]] * 10 + [[0.0, 1.0]] * 2)  # 10 images of class 0, 2 of class 1
+    labels = torch.tensor([0] * 10 + [1] * 2)
+    query = torch.tensor([[0.0, 1.0]])  # identical to class 1's images, orthogonal to class 0's
+    assert matching(support, labels, query, 2).argmax(1).tolist() == [1]
 
 
 def test_simpleshot_ignores_a_shift_of_every_feature() -> None:

@@ -68,10 +68,16 @@ def test_classes_file_restricts_the_evaluation(classes_dir: Path, tmp_path: Path
     (["--shots", "one"], "--shots 'one' is not a list of positive numbers"),
     (["--fewshot-methods", "protonet,protonets"], "few-shot method 'protonets'"),
     (["--classes-file", "missing.txt"], "--classes-file missing.txt does not exist"),
+    (["--out", "RUN"], "is a run folder: give fewshot-eval a folder of its own"),
 ])
 def test_refusals_are_one_line_and_write_nothing(extra: list[str], expected: str, classes_dir: Path,
                                                  tmp_path: Path) -> None:
     out = tmp_path / "eval"
+    if "RUN" in extra:  # a training run's folder is never written into
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.yaml").write_text("backbone: resnet18\n")
+        extra = [str(tmp_path / "run") if value == "RUN" else value for value in extra]
+        out = tmp_path / "run" / "fewshot.json"
     code, lines = run_cli(["fewshot-eval", str(classes_dir), *BASE, "--out", str(out), *extra])
     assert code == 2 and len(lines) == 1 and expected in lines[0], lines
     assert not out.exists()
@@ -100,8 +106,19 @@ def test_fewshot_labels_query_images_from_a_support_set(tmp_path: Path) -> None:
     assert code == 0, lines
     rows = out.read_text().splitlines()
     assert rows[0] == "path,label,score" and len(rows) == 1 + 12
-    predicted = cvtransfer.fewshot(root / "train", [root / "test"], backbone="tf_efficientnet_lite0", weights="imagenet",
+    predicted = cvtransfer.fewshot(root / "train", root / "test", backbone="tf_efficientnet_lite0", weights="imagenet",
                                    image_size=32, num_workers=0, fewshot_methods="simpleshot")
     truth = [Path(row["path"]).parent.name for row in predicted]
     assert sum(row["label"] == label for row, label in zip(predicted, truth)) >= 8  # of 12; chance: 4
     assert all(0.0 < row["score"] <= 1.0 for row in predicted)
+
+
+def test_base_and_novel_class_folders_are_pooled_and_one_episode_has_no_interval(tmp_path: Path) -> None:
+    write_class_images(tmp_path / "data" / "train", {"red": 4, "green": 4}, size=24)  # base classes
+    write_class_images(tmp_path / "data" / "test", {"blue": 4}, size=24)  # a novel class, as few-shot data are laid out
+    result = cvtransfer.fewshot_eval(data=str(tmp_path / "data"), backbone="tf_efficientnet_lite0", weights="imagenet",
+                                     image_size=32, num_workers=0, ways=3, shots="1", queries=2, episodes=1,
+                                     fewshot_methods="protonet", out=str(tmp_path / "eval"))
+    assert sorted(result.classes) == ["blue", "green", "red"] and result.rows[0]["ci95"] is None
+    saved = json.loads((tmp_path / "eval" / "fewshot.json").read_text())  # valid JSON: null, not NaN
+    assert saved["images"] == 12 and saved["results"][0]["ci95"] is None

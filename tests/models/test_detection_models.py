@@ -196,6 +196,19 @@ def test_torchvision_detector_loads_a_local_state_dict_with_a_new_predictor(tmp_
     assert labels.numel() == 0 or labels.max() <= NUM_CLASSES - 1
 
 
+def test_coco_class_layers_never_load_even_for_as_many_classes(tmp_path: Path) -> None:
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(name, weights=None, weights_backbone=None)  # 91 outputs: COCO's
+    torch.save(reference.state_dict(), tmp_path / "coco.pth")
+    model = torchvision_detector(name, 90, tmp_path / "coco.pth")  # 90 classes of one's own: the same shapes
+    predictor, coco = model.head.roi_heads.box_predictor, reference.roi_heads.box_predictor
+    assert predictor.cls_score.weight.shape == coco.cls_score.weight.shape
+    assert not torch.equal(predictor.cls_score.weight, coco.cls_score.weight)
+    assert not torch.equal(predictor.bbox_pred.weight, coco.bbox_pred.weight)
+    assert torch.equal(model.head.roi_heads.box_head.fc6.weight, reference.roi_heads.box_head.fc6.weight)
+
+
 def test_torchvision_detector_refuses_another_models_weights(tmp_path: Path) -> None:
     torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.pth")
     with pytest.raises(WeightsError, match="not this detector's weights"):

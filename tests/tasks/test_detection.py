@@ -247,16 +247,16 @@ def test_a_run_on_other_classes_reuses_all_but_the_class_layers(det_run: Path) -
     saved = load_file(det_run / "model.safetensors")
     other = build_detection_model("resnet18", str(det_run), ["cat", "dog"], "fasterrcnn", 64)
     same = build_detection_model("resnet18", str(det_run), ["red", "green"], "fasterrcnn", 64)
-    assert other.load_report is not None and "but its class layers (roi_heads.box_predictor.cls_score)" in \
-        str(other.load_report.head)
+    assert other.load_report is not None and "but its class layers (roi_heads.box_predictor.cls_score, " \
+        "roi_heads.box_predictor.bbox_pred)" in str(other.load_report.head)
     for built, reused in ((other, False), (same, True)):
         head = built.model.head.state_dict()
         assert torch.equal(head["backbone.fpn.layer_blocks.0.0.weight"], saved["head.backbone.fpn.layer_blocks.0.0.weight"])
         assert torch.equal(head["rpn.head.conv.0.0.weight"], saved["head.rpn.head.conv.0.0.weight"])
-        assert torch.equal(head["roi_heads.box_predictor.bbox_pred.weight"],
-                           saved["head.roi_heads.box_predictor.bbox_pred.weight"])
-        assert torch.equal(head["roi_heads.box_predictor.cls_score.weight"],
-                           saved["head.roi_heads.box_predictor.cls_score.weight"]) is reused
+        assert torch.equal(head["roi_heads.box_head.fc6.weight"], saved["head.roi_heads.box_head.fc6.weight"])
+        for layer in ("cls_score", "bbox_pred"):  # one output (set) per class: new for other classes
+            assert torch.equal(head[f"roi_heads.box_predictor.{layer}.weight"],
+                               saved[f"head.roi_heads.box_predictor.{layer}.weight"]) is reused
 
 
 TORCHVISION_DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"

@@ -93,6 +93,24 @@ def discover(
     return splits
 
 
+def discover_pooled(data: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetSplits:
+    """Every class folder of ``data`` as one training split: its train/ val/ test/ folders pooled, whether they
+    hold the same classes or different ones (few-shot data: base and novel classes); plain class folders or a
+    CSV as :func:`discover` reads them."""
+    root = Path(data)
+    if not (root / "train").is_dir() and not any((root / name).is_dir() for name in ("test", *VAL_ALIASES)):
+        found = discover(root, val_split=0.0, require_val=False, max_pixels=max_pixels)
+        return DatasetSplits(found.classes, found.train + found.val + found.test, [], [])
+    pooled: dict[str, list[str]] = {}
+    for name in ("train", *VAL_ALIASES, "test"):
+        if (root / name).is_dir():
+            for label, files in _read_class_folders(root / name).items():
+                pooled.setdefault(label, []).extend(files)
+    splits = _label_and_filter(_check_listed_once({"train": pooled}), max_pixels)
+    check_classes(splits, root)
+    return splits
+
+
 def _read_split_folders(root: Path) -> dict[str, dict[str, list[str]]]:
     listed = {"train": _read_class_folders(root / "train")}
     for name in VAL_ALIASES:

@@ -33,8 +33,12 @@ NOT_FOR_ADAPT: dict[str, tuple[Any, str]] = {
 
 def default_run_dir(config: Config, prefix: str = "") -> Path:
     """runs/[prefix]<backbone>-<strategy>-<time>."""
+    from cvtransfer.models.metadata import TORCHVISION_DETECTORS
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{prefix}{config.backbone.replace('/', '_')}-{config.strategy}-{stamp}"
+    whole = config.task == "detection" and config.detector in TORCHVISION_DETECTORS  # its backbone built in
+    model = config.detector if whole else config.backbone.replace("/", "_")
+    return Path("runs") / f"{prefix}{model}-{config.strategy}-{stamp}"
 
 
 def default_adapt_dir(config: Config) -> Path:

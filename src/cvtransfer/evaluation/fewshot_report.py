@@ -48,6 +48,7 @@ def write_pictures(tally: EpisodeTally, class_names: list[str], paths: list[str]
     """confusion.png (rows: true classes, each divided by its queries) and errors.png (wrong queries)."""
     plot_confusion(tally.confusion.tolist(), class_names, folder / "confusion.png", normalise=True)
     if not tally.errors:
+        (folder / "errors.png").unlink(missing_ok=True)  # an earlier evaluation's, into the same --out
         return
 
     def picture(index: int) -> np.ndarray:
@@ -69,7 +70,8 @@ def write_fewshot_report(folder: Path, saved: dict[str, Any]) -> Path:
              (str(rows[0]["episodes"]), "episodes per setting"), (f"{saved['feature_seconds']:.1f} s", "features")]
     table = table_html(["method", "setting", "accuracy", "95% interval", "seconds"],
                        [[row["method"], f"{row['ways']}-way {row['shots']}-shot", f"{100 * row['accuracy']:.1f}%",
-                         f"+- {100 * row['ci95']:.1f}", f"{row['seconds']:.1f}"] for row in rows],
+                         "n/a" if row["ci95"] is None else f"+- {100 * row['ci95']:.1f}", f"{row['seconds']:.1f}"]
+                        for row in rows],
                        numeric=[False, False, True, True, True])
     per_class = table_html(["class", "accuracy", "queries"],
                            [[row["class"], "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%",

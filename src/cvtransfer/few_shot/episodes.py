@@ -50,9 +50,10 @@ def episode_labels(ways: int, per_class: int) -> np.ndarray:
     return np.repeat(np.arange(ways), per_class)
 
 
-def interval95(accuracies: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width of its 95% confidence interval: 1.96 standard errors) over episodes."""
+def interval95(accuracies: Sequence[float]) -> tuple[float, float | None]:
+    """(mean, half-width of its 95% confidence interval: 1.96 standard errors) over episodes; no interval
+    (None) from a single episode."""
     values = np.asarray(accuracies, dtype=np.float64)
     if len(values) < 2:
-        return float(values.mean()), math.nan
+        return float(values.mean()), None
     return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))

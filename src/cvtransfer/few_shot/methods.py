@@ -65,9 +65,12 @@ def simpleshot(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
 @FEWSHOT_METHODS.register("matching")
 def matching(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
     """Matching networks' classifier (Vinyals et al. 2016, without full-context embeddings): attention by a
-    softmax over the cosine similarities to every support image, summed per class."""
+    softmax over the cosine similarities to every support image, summed per class (divided by the class's
+    support images, so that a support set of uneven classes does not favour the larger ones; in an episode,
+    where every class has its K images, that is the paper's sum divided by K)."""
     attention = (F.normalize(query, dim=1) @ F.normalize(support, dim=1).T).softmax(dim=1)
-    return attention @ F.one_hot(labels, ways).to(attention.dtype)
+    one_hot = F.one_hot(labels, ways).to(attention.dtype)
+    return attention @ one_hot / one_hot.sum(dim=0).clamp(min=1)
 
 
 @FEWSHOT_METHODS.register("baselinepp")

@@ -203,8 +203,9 @@ def from_model_outputs(outputs: Sequence[dict[str, Tensor]]) -> list[dict[str, T
     return results
 
 
-# per family, the head's class-scoring layers (torchvision's names)
-CLASS_LAYERS = {"fasterrcnn": ("roi_heads.box_predictor.cls_score.",),
+# per family, the head's layers with one output (set) per class (torchvision's names): Faster R-CNN's box
+# regression is per class too; RetinaNet's, FCOS's and SSDlite's is class-agnostic
+CLASS_LAYERS = {"fasterrcnn": ("roi_heads.box_predictor.cls_score.", "roi_heads.box_predictor.bbox_pred."),
                 "retinanet": ("head.classification_head.cls_logits.",),
                 "fcos": ("head.classification_head.cls_logits.",),
                 "ssdlite": ("head.classification_head.",)}
@@ -237,8 +238,8 @@ class DetectionModel(TransferModel):
 
     @property
     def class_layers(self) -> tuple[str, ...]:
-        """Prefixes of the head's tensors that score classes: the only ones a run on other classes starts anew
-        (the FPN, the RPN and the box regression carry over)."""
+        """Prefixes of the head's tensors with outputs per class: the only ones a run on other classes starts
+        anew (the FPN, the RPN and any class-agnostic box regression carry over)."""
         return CLASS_LAYERS[detector_family(str(self.architecture["detector"]))]
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
@@ -357,7 +358,10 @@ def torchvision_detector(name: str, num_classes: int, weights_path: str | Path |
                                             **settings)
     if pretrained:
         path = Path(weights_path) if weights_path is not None else _coco_weights(name)
-        _load_matching(detector, read_state_dict(path)[0], f"{path} ({name})")
+        state = read_state_dict(path)[0]  # COCO's class layers never load, even for 90 classes of one's own
+        skip = CLASS_LAYERS[detector_family(name)]
+        _load_matching(detector, {k: v for k, v in state.items() if not k.startswith(skip)}, f"{path} ({name})",
+                       new_layers=skip)
     owner = detector.backbone  # BackboneWithFPN's body, or SSDlite's features: the pretrained trunk
     attribute = "body" if hasattr(owner, "body") else "features"
     trunk = apply_norm_policy(getattr(owner, attribute), norm)
@@ -382,15 +386,17 @@ def _coco_weights(name: str) -> Path:
     return cached
 
 
-def _load_matching(detector: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load every tensor of ``state`` whose shape fits (all but the class predictor); anything else missing or
-    left over is a WeightsError."""
+def _load_matching(detector: nn.Module, state: dict[str, Tensor], source: str, new_layers: tuple[str, ...] = ()
+                   ) -> None:
+    """Load every tensor of ``state`` whose shape fits; the ``new_layers`` (prefixes) start anew; anything else
+    missing or left over is a WeightsError."""
     own = detector.state_dict()
     new = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
+    new += sorted(k for k in own if k.startswith(new_layers)) if new_layers else []
     result = detector.load_state_dict({k: v for k, v in state.items() if k not in new}, strict=False)
     missing = [k for k in result.missing_keys if k not in new and not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
         differ = missing + list(result.unexpected_keys)
         raise WeightsError(f"{source}: not this detector's weights ({len(missing)} tensors missing, "
                            f"{len(result.unexpected_keys)} unknown, e.g. {differ[0]})")
-    log.info("%s: %d tensors loaded, new: %s", source, len(state) - len(new), ", ".join(new) or "none")
+    log.info("%s: %d tensors loaded, new: %s", source, len([k for k in state if k not in new]), ", ".join(new) or "none")

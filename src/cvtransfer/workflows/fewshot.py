@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cvtransfer.data.folders import discover
+from cvtransfer.data.folders import discover_pooled
 from cvtransfer.errors import ConfigError, DataError
 from cvtransfer.evaluation.fewshot_report import EpisodeTally, write_fewshot_report, write_pictures
 from cvtransfer.few_shot.episodes import episode_labels, interval95, sample_episodes
@@ -72,9 +72,7 @@ def evaluation_samples(config: Config) -> tuple[list[str], list[tuple[str, int]]
     """(classes, samples) of DATA_DIR, all its splits together, restricted to --classes-file when given."""
     if config.data is None:
         raise ConfigError("no data given: pass DATA_DIR (class folders of the classes to evaluate on)")
-    found = discover(config.data, val_split=0.0, require_val=False, max_pixels=config.max_image_pixels)
-    samples = found.train + found.val + found.test
-    classes = found.classes
+    classes, samples = pooled_classes(config.data, config.max_image_pixels)
     if config.classes_file:
         path = Path(config.classes_file)
         if not path.is_file():
@@ -87,6 +85,12 @@ def evaluation_samples(config: Config) -> tuple[list[str], list[tuple[str, int]]
         samples = [(path_, keep[label]) for path_, label in samples if label in keep]
         classes = wanted
     return classes, samples
+
+
+def pooled_classes(data: str | Path, max_pixels: int) -> tuple[list[str], list[tuple[str, int]]]:
+    """(classes, samples) of every class folder of ``data`` (:func:`discover_pooled`)."""
+    found = discover_pooled(data, max_pixels)
+    return found.classes, found.train
 
 
 def check_held_out(classes: list[str], weights: str) -> str | None:
@@ -120,6 +124,9 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
     fewshot.csv, confusion.png, errors.png and report.html (the first method at the most shots broken down by
     class) written into --out (default runs/fewshot-<time>) once everything is measured."""
     shots_list, methods = parse_shots(config.shots), method_names(config.fewshot_methods)
+    folder = Path(config.out) if config.out else Path("runs") / f"fewshot-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (folder / "config.yaml").is_file() or (folder / "model.safetensors").is_file():
+        raise ConfigError(f"--out {folder} is a run folder: give fewshot-eval a folder of its own")
     classes, samples = evaluation_samples(config)
     labels = np.array([label for _, label in samples])
     plans = {shots: sample_episodes(labels, classes, config.ways, shots, config.queries, config.episodes, config.seed)
@@ -147,8 +154,8 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
             rows.append({"method": name, "ways": config.ways, "shots": shots, "queries": config.queries,
                          "episodes": len(episodes), "accuracy": mean, "ci95": half,
                          "seconds": time.perf_counter() - start})
-            log.info("%s %d-way %d-shot: %.4f +- %.4f", name, config.ways, shots, mean, half)
-    folder = Path(config.out) if config.out else Path("runs") / f"fewshot-{time.strftime('%Y%m%d-%H%M%S')}"
+            log.info("%s %d-way %d-shot: %.4f +- %s", name, config.ways, shots, mean,
+                     "n/a" if half is None else f"{half:.4f}")
     folder.mkdir(parents=True, exist_ok=True)
     saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
              "images": len(samples), "seed": config.seed, "feature_seconds": feature_seconds, "notes": notes,
@@ -170,20 +177,19 @@ def classify_queries(config: Config, support: str | Path, queries: list[str | Pa
     from cvtransfer.run import expand_images
 
     name = method_names(config.fewshot_methods)[0]
-    found = discover(support, val_split=0.0, require_val=False, max_pixels=config.max_image_pixels)
-    shots = found.train + found.val + found.test
+    support_classes, shots = pooled_classes(support, config.max_image_pixels)
     usable, skipped = split_usable([str(path) for path in expand_images(queries)], config.max_image_pixels)
     for file, reason in skipped:
         log.warning("skipped %s: %s", file, reason)
     if not usable:
         raise DataError(f"no readable query images among {', '.join(map(str, queries[:3]))}")
-    features, _ = features_of(shots + [(path, 0) for path in usable], len(found.classes), config)
+    features, _ = features_of(shots + [(path, 0) for path in usable], len(support_classes), config)
     support_labels = torch.tensor([label for _, label in shots])
     with torch.no_grad(), one_thread():
         scores = FEWSHOT_METHODS.get(name)(features[:len(shots)], support_labels, features[len(shots):],
-                                           len(found.classes))
+                                           len(support_classes))
     shares = scores.float().softmax(dim=1)
-    return [{"path": path, "label": found.classes[int(best)], "score": float(shares[i, best])}
+    return [{"path": path, "label": support_classes[int(best)], "score": float(shares[i, best])}
             for i, (path, best) in enumerate(zip(usable, scores.argmax(dim=1).tolist()))]
 
 
@@ -192,7 +198,8 @@ def fewshot_table(result: FewShotResult) -> str:
     lines = [f"{'method':<16}{'setting':>16}{'accuracy':>10}{'95% interval':>15}{'episodes':>10}"]
     for row in result.rows:
         setting = f"{row['ways']}-way {row['shots']}-shot"
-        lines.append(f"{row['method']:<16}{setting:>16}{row['accuracy']:>10.4f}{'+- ' + format(row['ci95'], '.4f'):>15}"
+        interval = "n/a" if row["ci95"] is None else f"+- {row['ci95']:.4f}"
+        lines.append(f"{row['method']:<16}{setting:>16}{row['accuracy']:>10.4f}{interval:>15}"
                      f"{row['episodes']:>10}")
     lines.append(f"features: {result.feature_seconds:.1f}s for {len(result.classes)} classes")
     return "\n".join(lines + result.notes)
