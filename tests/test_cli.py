@@ -160,7 +160,10 @@ def test_ctrl_c_keeps_finished_epochs_and_resume_finishes(split_dir: Path, tmp_p
 
     run = tmp_path / "run"
     args = [sys.executable, "-m", "cvtransfer", "fit", str(split_dir), *TINY, "--epochs", "400", "--out", str(run)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a test run started in the background (nohup ... &) ignores SIGINT, and a child
+    # inherits that, so the child gets SIGINT's default disposition back first
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300  # generous: CI machines may be loaded
     while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.2)
