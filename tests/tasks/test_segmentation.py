@@ -151,7 +151,7 @@ def test_l2sp_penalises_the_decoder_weights(seg_data: Path, tmp_path: Path) -> N
     empty = torch.empty(0)
     loss, _ = prepared.loss_terms(LossBatch(empty, empty, empty, 0.0))
     decoder = sum(w.pow(2).sum() for w in prepared.built.model.head.parameters() if w.ndim > 1)
-    assert torch.isfinite(loss) and float(loss) == pytest.approx(config.l2sp_beta / 2 * float(decoder), rel=1e-5)
+    assert torch.isfinite(loss) and float(loss.detach()) == pytest.approx(config.l2sp_beta / 2 * float(decoder.detach()), rel=1e-5)
 
 
 def test_killed_mid_epoch_and_resumed_matches_the_uninterrupted_run(seg_data: Path, tmp_path: Path) -> None:
