@@ -244,14 +244,13 @@ def is_adaptation(run: Run) -> bool:
 
 def model_label(run: Run) -> str:
     """What the run trained: the backbone, or "MLP on features (N dims)" for a run on feature files."""
-    architecture = _model_metadata(run).get("architecture") or {}
+    metadata = _model_metadata(run)
+    architecture = metadata.get("architecture") or {}
     if "in_features" in architecture:
         return f"MLP on features ({int(architecture['in_features'])} dims)"
     if feature_input(run.config):
         return "MLP on features"
-    if architecture.get("detector") in TORCHVISION_DETECTORS:  # a whole COCO detector: its backbone built in
-        return str(architecture["detector"])
-    return run.config.backbone
+    return str(metadata.get("backbone") or run.config.backbone)  # the model file's: a whole COCO detector's name
 
 
 def method_label(run: Run) -> str:

@@ -27,6 +27,7 @@ from cvtransfer.models.detection import (
     to_model_targets,
     torchvision_detector,
 )
+from cvtransfer.models.metadata import TORCHVISION_DETECTORS
 
 NUM_CLASSES = 2
 SWIN = "swin_tiny_patch4_window7_224"
@@ -194,6 +195,12 @@ def test_torchvision_detector_loads_a_local_state_dict_with_a_new_predictor(tmp_
     with torch.no_grad():
         labels = model.eval()([torch.rand(3, 64, 80)])[0]["labels"]
     assert labels.numel() == 0 or labels.max() <= NUM_CLASSES - 1
+
+
+def test_the_whole_detectors_offered_are_torchvisions_of_the_four_families() -> None:
+    offered = [name for name in torchvision.models.list_models(module=torchvision.models.detection)
+               if name.startswith(DETECTORS)]
+    assert sorted(TORCHVISION_DETECTORS) == sorted(offered)
 
 
 def test_coco_class_layers_never_load_even_for_as_many_classes(tmp_path: Path) -> None:

@@ -331,18 +331,14 @@ def _ssdlite(body: TrunkMaps, channels: list[int], num_classes: int, size: tuple
     return SSD(features, boxes, size, num_classes, head=head, **{**SSDLITE_DEFAULTS, **settings})
 
 
-def torchvision_detectors() -> list[str]:
-    """torchvision's COCO detectors of the :data:`DETECTORS` families (fasterrcnn_resnet50_fpn, ...)."""
-    return [name for name in torchvision.models.list_models(module=torchvision.models.detection)
-            if name.startswith(DETECTORS)]
-
-
 def torchvision_detector(name: str, num_classes: int, weights_path: str | Path | None = None, *,
-                         pretrained: bool = True, norm: str = "frozen", min_size: int = 800, max_size: int = 1333,
-                         score_thresh: float | None = None, **options: Any) -> DetectionModel:
+                         pretrained: bool = True, state: dict[str, Tensor] | None = None, norm: str = "frozen",
+                         min_size: int = 800, max_size: int = 1333, score_thresh: float | None = None,
+                         **options: Any) -> DetectionModel:
     """torchvision's COCO-trained detector ``name`` for ``num_classes`` classes: every tensor from
-    ``weights_path`` (default: torchvision's file in the hub cache) but the class predictor, which is new;
-    ``pretrained=False``: no weights at all (a run's model rebuilt before its own tensors load).
+    ``weights_path`` (default: torchvision's file in the hub cache; ``state``: its tensors, already read) but
+    the class layers, which are new; ``pretrained=False``: no weights at all (a run's model rebuilt before its
+    own tensors load).
 
     Images are resized to ``min_size``..``max_size`` (SSDlite: its fixed 320 px); ``options`` go to
     torchvision's constructor (nms_thresh, detections_per_img...).
@@ -358,8 +354,9 @@ def torchvision_detector(name: str, num_classes: int, weights_path: str | Path |
                                             **settings)
     if pretrained:
         path = Path(weights_path) if weights_path is not None else _coco_weights(name)
-        state = read_state_dict(path)[0]  # COCO's class layers never load, even for 90 classes of one's own
-        skip = CLASS_LAYERS[detector_family(name)]
+        if state is None:
+            state = read_state_dict(path)[0]
+        skip = CLASS_LAYERS[detector_family(name)]  # COCO's class layers never load, even for 90 classes of one's own
         _load_matching(detector, {k: v for k, v in state.items() if not k.startswith(skip)}, f"{path} ({name})",
                        new_layers=skip)
     owner = detector.backbone  # BackboneWithFPN's body, or SSDlite's features: the pretrained trunk

@@ -99,22 +99,20 @@ def _torchvision_detection_model(detector: str, weights: str, class_names: list[
     COCO weights from the hub cache), none, a torchvision state dict (.pth) or a detection run of it."""
     from cvtransfer.models.detection import torchvision_detector
 
-    min_size, max_size = image_size, max_detection_size(image_size)
-    read = None if weights in ("coco", "imagenet", "none") else read_state_dict(resolve_weights_file(weights))
-    if read is not None and not read[1]:  # a plain state dict: torchvision's own file of this detector
-        model = torchvision_detector(detector, len(class_names), resolve_weights_file(weights), norm=norm,
-                                     min_size=min_size, max_size=max_size)
-    else:
-        model = torchvision_detector(detector, len(class_names), pretrained=weights in ("coco", "imagenet"), norm=norm,
-                                     min_size=min_size, max_size=max_size)
+    path = None if weights in ("coco", "imagenet", "none") else resolve_weights_file(weights)
+    read = None if path is None else read_state_dict(path)
+    plain = read[0] if read is not None and not read[1] else None  # torchvision's own file of this detector
+    model = torchvision_detector(detector, len(class_names), path if plain is not None else None,
+                                 pretrained=plain is not None or weights in ("coco", "imagenet"), state=plain,
+                                 norm=norm, min_size=image_size, max_size=max_detection_size(image_size))
     backbone = Backbone(module=model.backbone, name=detector, source="torchvision", num_features=0,
                         # torchvision's detectors normalise with ImageNet's mean and std (GeneralizedRCNNTransform)
                         preprocessing=Preprocessing(image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                                                     "bilinear", 1.0),
                         classifier_prefix="", layer_groups=model.layer_groups,
                         weights_source="hub" if weights in ("coco", "imagenet") else "none")
-    if read is not None and not read[1]:
-        path = resolve_weights_file(weights)
+    if plain is not None:
+        assert path is not None
         return BuiltModel(model, backbone, backbone.preprocessing, f"file:{file_digest(path)}", None)
     coco = "coco" if weights == "imagenet" else weights  # the detector's own pretraining is COCO's
     return _with_weights(model, backbone, coco, image_size, seed, class_names, allow_partial, read)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx import GraphModule
 
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone, torchvision_layer_groups
@@ -25,7 +26,7 @@ PROBE_SIZE = 128  # input side of the one forward pass that finds the stages (in
 def has_feature_maps(module: Any) -> bool:
     """Whether ``module`` gives maps through :func:`intermediates` (a timm model or a torchvision trunk)."""
     return hasattr(module, "feature_info") and (hasattr(module, "forward_intermediates")
-                                                or hasattr(module, "stage_nodes"))
+                                                or isinstance(module, GraphModule))
 
 
 def feature_info(module: Any) -> list[dict[str, Any]]:
@@ -62,7 +63,6 @@ def torchvision_trunk(backbone: Backbone) -> Backbone:
                           "pick a timm backbone or a torchvision CNN such as tv/resnet18") from None
     trunk.feature_info = [{"num_chs": channels, "reduction": stride, "module": name}
                           for name, stride, channels in stages]
-    trunk.stage_nodes = [name for name, _, _ in stages]
     trunk.train(module.training)
     owned = {name for name, _ in trunk.named_parameters()}
     groups = [[name for name in group if name in owned] for group in torchvision_layer_groups(module)]
