@@ -41,7 +41,6 @@ from cvtransfer.engine.checks import default_run_dir
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError, CvTransferError
 from cvtransfer.io import FULL_DISK_ERRNOS, disk_full
-from cvtransfer.tasks import get_task
 from cvtransfer.workflows.auto import DECISIONS_FILE
 from cvtransfer.workflows.rank import RANKING_FILE, ranking_table
 
@@ -133,8 +132,11 @@ def _build_config(data: Path | None, config_file: Path | None, overrides: dict[s
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config (e.g. a run's config.yaml).")]
 
 
+FEWSHOT_TRAINING = frozenset({"ways", "shots", "queries", "episodes", "bn_stats"})  # --task fewshot's evaluation
+
+
 @app.command()
-@config_options()
+@config_options(include=FEWSHOT_TRAINING)
 def fit(
     data: Annotated[Path | None, typer.Argument(help="DATA_DIR or CSV (optional with --resume).")] = None,
     config: ConfigFile = None,
@@ -194,12 +196,15 @@ def evaluate(
     max_image_pixels: MaxPixels = None,
 ) -> None:
     """Evaluate a run: accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, confusion matrix (segmentation:
-    mIoU, Dice, pixel and mean class accuracy, per-class IoU; detection: COCO mAP, by size, per class)."""
+    mIoU, Dice, pixel and mean class accuracy, per-class IoU; detection: COCO mAP, by size, per class; fewshot:
+    ProtoNet's episode accuracy on held-out classes, or on every class of DATA)."""
+    from cvtransfer.run import Run
+
     metrics = api.evaluate(run_dir, data, out, max_image_pixels)
-    for key, task in (("miou", "segmentation"), ("map", "detection")):
-        if key in metrics:
-            typer.echo(get_task(task).summary(metrics))
-            return
+    task = Run(run_dir).task
+    if task.name != "classification":
+        typer.echo(task.summary(metrics))
+        return
     typer.echo(
         f"{metrics['split']}: accuracy {metrics['accuracy']:.4f}  balanced {metrics['balanced_accuracy']:.4f}  "
         f"macro F1 {metrics['f1_macro']:.4f}  ROC-AUC {_fmt(metrics['roc_auc'])}  ({metrics['num_samples']} images)"

@@ -112,12 +112,15 @@ class CoreConfig:
     small_per_class: int = opt(100, "auto: fewer training images per class than this is small data.", CHOOSE, 1)
     small_images: int = opt(1000, "auto: fewer training images than this is small data.", CHOOSE, 1)
     # -- few-shot (cvtransfer fewshot, fewshot-eval)
-    ways: int = opt(5, "fewshot-eval: classes per episode.", FEWSHOT, 2)
-    shots: str = opt("1,5", "fewshot-eval: support images per class, one evaluation per value (comma-separated).",
-                     FEWSHOT)
-    queries: int = opt(15, "fewshot-eval: query images per class and episode.", FEWSHOT, 1)
-    episodes: int = opt(600, "fewshot-eval: episodes per setting (the 95% interval narrows as 1/sqrt of it).",
-                        FEWSHOT, 1)
+    ways: int = opt(5, "fewshot-eval, --task fewshot: classes per evaluation episode.", FEWSHOT, 2)
+    shots: str = opt("1,5", "fewshot-eval, --task fewshot: support images per class, one evaluation per value "
+                     "(comma-separated).", FEWSHOT)
+    queries: int = opt(15, "fewshot-eval, --task fewshot: query images per class and episode.", FEWSHOT, 1)
+    episodes: int = opt(600, "fewshot-eval, --task fewshot: evaluation episodes per setting (the 95% interval "
+                        "narrows as 1/sqrt of it).", FEWSHOT, 1)
+    bn_stats: Literal["eval", "transductive"] = opt(
+        "eval", "BatchNorm in few-shot evaluation: eval (running statistics) or transductive (each episode's own).",
+        FEWSHOT)
     fewshot_methods: str = opt("protonet,protonet_cosine,simpleshot,matching,baselinepp,finetune",
                                "Few-shot classifiers on the backbone's features, comma-separated: {fewshot}; "
                                "fewshot classifies with the first.", FEWSHOT)

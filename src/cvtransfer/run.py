@@ -113,6 +113,12 @@ class Run:
     def splits(self) -> TaskSplits:
         return read_splits(self.config, self.path / "splits.json")
 
+    def image_splits(self) -> DatasetSplits:
+        """:meth:`splits` of a run whose samples are (image, class) pairs (classification, few-shot)."""
+        splits = self.splits()
+        assert isinstance(splits, DatasetSplits), f"a {self.config.task} run has no class-labelled image splits"
+        return splits
+
     @cached_property
     def _loaded(self) -> tuple[TransferModel, Preprocessing]:
         path = self.path / MODEL_FILE

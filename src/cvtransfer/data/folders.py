@@ -111,6 +111,54 @@ def discover_pooled(data: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> D
     return splits
 
 
+def discover_class_splits(data: str | Path, val_split: float = 0.2, test_split: float = 0.0, seed: int = 0,
+                          max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetSplits:
+    """Few-shot data, split by class: base classes to train on, novel classes to validate (and test) on.
+
+    A train/ [val/] [test/] layout keeps its folders' classes (a class in two of them is an error); a split
+    it lacks (val always, test with ``test_split`` > 0) is a seeded fraction of the training classes, held
+    out with all their images. Plain class folders and CSVs likewise. ``classes`` lists the training
+    classes, then the val classes, then the test classes (each sorted).
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if root.is_file():
+        listed = _read_csv(root) if root.suffix.lower() == ".csv" else {}
+        if not listed:
+            raise DataError(f"data path {root} is a file but not a .csv (expected path,label rows)")
+    else:
+        listed = _read_split_folders(root) if (root / "train").is_dir() else {"train": _read_class_folders(root)}
+    listed = _check_listed_once(listed)
+    names = {split: sorted(label for label in by_class if label) for split, by_class in listed.items()}
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = sorted(set(names.get(first, [])) & set(names.get(second, [])))
+        if shared:
+            raise DataError(f"class(es) {', '.join(shared[:3])} of {root} are in both {first} and {second}: few-shot "
+                            "splits hold different classes (novel classes are evaluated); move or rename them")
+    rng = random.Random(seed)
+    for split, fraction in (("test", test_split), ("val", val_split)):
+        if names.get(split) or fraction <= 0:
+            continue
+        pool = names["train"][:]
+        rng.shuffle(pool)
+        count = max(1, round(len(pool) * fraction)) if len(pool) > 2 else 0
+        if count == 0 or count > len(pool) - 2:
+            raise DataError(f"{root} has {len(pool)} training classes: too few to hold out {split} classes "
+                            f"(--{split}-split {fraction}); add classes or give a {split}/ folder")
+        names[split] = sorted(pool[:count])
+        names["train"] = sorted(pool[count:])
+        listed[split] = {label: listed["train"].pop(label) for label in names[split]}
+    classes = names["train"] + names.get("val", []) + names.get("test", [])
+    splits = _label_and_filter(listed, max_pixels, classes)
+    _refuse_unusable_splits(listed, splits, root)
+    if len(names["train"]) < 2:
+        raise DataError(f"{root} has {len(names['train'])} training class(es) with images; at least 2 are needed")
+    if not splits.val:
+        raise DataError(f"{root} has no readable val images: give a val/ folder of other classes or --val-split")
+    return splits
+
+
 def _read_split_folders(root: Path) -> dict[str, dict[str, list[str]]]:
     listed = {"train": _read_class_folders(root / "train")}
     for name in VAL_ALIASES:
@@ -195,11 +243,13 @@ def _check_listed_once(listed: dict[str, dict[str, list[str]]]) -> dict[str, dic
     return kept
 
 
-def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int) -> DatasetSplits:
+def _label_and_filter(listed: dict[str, dict[str, list[str]]], max_pixels: int,
+                      classes: list[str] | None = None) -> DatasetSplits:
+    """Label the listed files (``classes``, default the training classes, sorted) and skip unusable ones."""
     listed.setdefault("train", {})
-    train_classes = sorted(name for name in listed["train"] if name)
+    train_classes = classes if classes is not None else sorted(name for name in listed["train"] if name)
     for split, by_class in listed.items():
-        extra = sorted(set(by_class) - set(listed["train"]) - {""})
+        extra = sorted(set(by_class) - set(train_classes) - {""})
         if extra:
             raise DataError(
                 f"class(es) {', '.join(extra)} appear in {split} but not in train: "

@@ -125,7 +125,8 @@ def make_loader(
 def for_world_size(loader: DataLoader, world_size: int) -> DataLoader:
     """The training ``loader`` of :func:`make_loader` with drop_last decided on each of ``world_size``
     ranks' share (Lightning then swaps in a distributed sampler, keeping drop_last)."""
-    assert loader.batch_size is not None, "a make_loader loader has a batch size"
+    if loader.batch_size is None:  # batches drawn by a batch sampler (episodes): each is whole as it is
+        return loader
     drop_last = drop_last_for(len(cast(Sized, loader.dataset)), loader.batch_size, world_size)
     if drop_last == loader.drop_last:
         return loader

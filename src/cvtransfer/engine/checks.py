@@ -14,6 +14,7 @@ from cvtransfer.errors import ConfigError, unknown_name
 from cvtransfer.losses import LOSSES, addable, parse_loss_spec
 from cvtransfer.strategies import get_strategy
 from cvtransfer.strategies.linear import probe_l2_values, solved_head
+from cvtransfer.tasks import get_task
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
@@ -138,8 +139,19 @@ NOT_FOR_DETECTION: dict[str, tuple[Any, str]] = {
 TASK_ONLY: dict[str, dict[str, Any]] = {
     "segmentation": {"decoder": "unet", "ignore_index": 255, "classes_file": ""},
     "detection": {"detector": "fasterrcnn", "norm": "frozen", "anchor_sizes": "", "missing_labels": "error"},
+    "fewshot": {"train_ways": 0, "train_shots": 0, "episodes_per_epoch": 100, "ways": 5, "shots": "1,5",
+                "queries": 15, "episodes": 600, "bn_stats": "eval"},
 }
-NOT_FOR = {"segmentation": NOT_FOR_SEGMENTATION, "detection": NOT_FOR_DETECTION}
+NOT_FOR_FEWSHOT: dict[str, tuple[Any, str]] = {
+    "target": (None, "episodic training has no domain adaptation yet"),
+    "mixup": (0.0, "an episode's classes are not mixed"),
+    "cutmix": (0.0, "an episode's classes are not mixed"),
+    "balanced_sampler": (False, "every episode draws its classes equally often already"),
+    "class_weights": ("none", "every episode draws its classes equally often already"),
+    "loss": ("", "the loss terms read a classifier's logits"),
+    "label_smoothing": (0.0, "the prototypical loss takes no label smoothing"),
+}
+NOT_FOR = {"segmentation": NOT_FOR_SEGMENTATION, "detection": NOT_FOR_DETECTION, "fewshot": NOT_FOR_FEWSHOT}
 HEAD_ROLE = {"segmentation": "the decoder", "detection": "the detector's FPN and heads"}
 
 
@@ -162,6 +174,7 @@ def check_task_options(config: Config) -> None:
                                   "leave it out")
     if config.task == "detection":
         check_detection_options(config)
+    get_task(config.task).check_options(config)
 
 
 def check_detection_options(config: Config) -> None:

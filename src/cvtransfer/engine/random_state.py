@@ -31,7 +31,8 @@ def loader_generators(loader: DataLoader[Any] | CombinedLoader) -> list[torch.Ge
     loaders: Iterable[Any] = loader.iterables.values() if isinstance(loader, CombinedLoader) else [loader]
     found: list[torch.Generator] = []
     for item in loaders:
-        for generator in (getattr(item, "generator", None), getattr(item.sampler, "generator", None)):
+        for generator in (getattr(item, "generator", None), getattr(item.sampler, "generator", None),
+                          getattr(item.batch_sampler, "generator", None)):
             if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
                 found.append(generator)
     return found

@@ -128,7 +128,11 @@ def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepa
     loss_terms = build_loss_terms(config, built.model, strategy.loss_terms(), paired=paired)
     loss_terms.attach(built.model)
     network: nn.Module = built.model
-    if isinstance(splits, DomainSplits):
+    task = get_task(config.task)
+    own = task.stream(config, splits, built)
+    if own is not None:  # the task draws its own batches (few-shot episodes)
+        stream = own
+    elif isinstance(splits, DomainSplits):
         stream = paired_stream(config, splits, built.preprocessing)
     elif isinstance(splits, SegmentationSplits):  # a frozen encoder's maps are not cached: the decoder reads them
         stream = segmentation_stream(config, splits, built)
@@ -139,7 +143,7 @@ def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepa
         network = head_on_features(built)
     else:
         stream = labelled_stream(config, splits, built)
-    return Prepared(config, get_task(config.task), splits, built, strategy, loss_terms, stream, network)
+    return Prepared(config, task, splits, built, strategy, loss_terms, stream, network)
 
 
 def train(config: Config, run_dir: Path, splits: Splits, callbacks: list[pl.Callback] | None = None,
@@ -205,6 +209,7 @@ def _train_and_finish(config: Config, run_dir: Path, callbacks: list[pl.Callback
     else:
         _record_feature_time(run_dir, prepared)
         features = prepared.stream.val_features if not splits.test else None  # evaluated on val: reuse its cache
+    prepared.task.complete_model(prepared.built, splits, config)
     run = finish_run(run_dir, config, splits.classes, prepared.built.model, prepared.built.preprocessing, features)
     if config.report:
         from cvtransfer.report import write_report_safely

@@ -13,6 +13,7 @@ from cvtransfer.data.masks import SegmentationSplits, discover_segmentation
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import read_json, write_json
+from cvtransfer.tasks import get_task
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
@@ -34,7 +35,8 @@ def load_splits(config: Config, run_dir: Path) -> TaskSplits:
         return _segmentation_splits(config, run_dir)
     if config.task == "detection":
         return _detection_splits(config, run_dir)
-    splits = discover(config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
+    splits = get_task(config.task).discover_splits(config) or discover(
+        config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
     if not is_main_process():  # every rank finds the same seeded split; one writes it
         return splits
     write_json(saved, splits.to_dict())

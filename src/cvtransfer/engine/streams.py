@@ -4,6 +4,7 @@
   features when the strategy trains only the head (linear probes);
 - :func:`segmentation_stream`: batches of image crops and their masks (``--task segmentation``);
 - :func:`detection_stream`: lists of images and their boxes (``--task detection``);
+- :func:`episodic_stream`: one few-shot episode per batch (``--task fewshot``);
 - :func:`paired_stream`: a source batch and an unlabelled target batch per step (``adapt``),
   ``iters_per_epoch`` steps per epoch, cycling through the smaller domain.
 
@@ -167,6 +168,35 @@ def detection_stream(config: Config, splits: DetectionSplits) -> Stream:
     val = DataLoader(DetectionDataset(splits.val, "none", False, config.max_image_pixels), batch_size=config.batch_size,
                      num_workers=workers, collate_fn=detection_collate)
     return Stream(train, [val], [])
+
+
+def episodic_stream(config: Config, splits: DatasetSplits, built: BuiltModel) -> Stream:
+    """Training episodes of the train classes (--train-ways, --train-shots, --queries; --episodes-per-epoch a
+    epoch, drawn afresh) and the same seeded episodes of the val classes every epoch (--ways, the first
+    --shots, --queries)."""
+    from cvtransfer.few_shot.episodes import sample_episodes
+    from cvtransfer.few_shot.sampler import EpisodeBatchSampler, EpisodeItems, fixed_episode_batches
+    from cvtransfer.tasks.fewshot import VAL_EPISODES
+    from cvtransfer.workflows.fewshot import parse_shots
+
+    workers = default_workers(config.num_workers)
+    memory = ImageMemory.for_config(config)
+    shots = parse_shots(config.shots)[0]
+    train_labels = [y for _, y in splits.train]
+    sampler = EpisodeBatchSampler(train_labels, splits.classes, config.train_ways or config.ways,
+                                  config.train_shots or shots, config.queries, config.episodes_per_epoch, config.seed)
+    val_episodes = sample_episodes([y for _, y in splits.val], splits.classes, config.ways, shots, config.queries,
+                                   min(config.episodes, VAL_EPISODES), config.seed)
+    train = memory.dataset(splits.train, built.preprocessing, config.augment, "train")
+    val = memory.dataset(splits.val, built.preprocessing, "none", "val")
+    pin = torch.cuda.is_available()
+    return Stream(
+        DataLoader(EpisodeItems(train), batch_sampler=sampler, num_workers=loader_workers(train, workers),
+                   pin_memory=pin),
+        [DataLoader(EpisodeItems(val), batch_sampler=fixed_episode_batches(val_episodes, shots, config.queries),
+                    num_workers=loader_workers(val, workers), pin_memory=pin)],
+        train_labels,
+    )
 
 
 def paired_stream(config: Config, splits: DomainSplits, preprocessing: Preprocessing) -> Stream:

@@ -98,7 +98,31 @@ class LeNet(_TimmInterface, nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-default_cfgs = generate_default_cfgs({"tinycnn": _cfg(32), "lenet": _cfg(28)})
+class Conv4(_TimmInterface, nn.Module):
+    """The Conv-4 of the few-shot papers (Vinyals et al. 2016, Snell et al. 2017): four blocks of 64 3x3
+    filters, BatchNorm, ReLU and 2x2 max-pooling. The maps are averaged into the feature (64 wide); at 28 px
+    (Omniglot) the last map is 1x1, so that equals the papers' flattened output."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 64, drop_rate: float = 0.0,
+                 **kwargs: object) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = width
+
+        def block(cin: int) -> nn.Sequential:
+            return nn.Sequential(*_conv_bn(cin, width), nn.MaxPool2d(2))
+
+        self.stem = block(in_chans)
+        self.stages = nn.Sequential(block(width), block(width), block(width))
+        self.drop = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+
+default_cfgs = generate_default_cfgs({"tinycnn": _cfg(32), "lenet": _cfg(28), "conv4": _cfg(28)})
 
 
 @register_model
@@ -111,3 +135,9 @@ def tinycnn(pretrained: bool = False, **kwargs: Any) -> TinyCNN:
 def lenet(pretrained: bool = False, **kwargs: Any) -> LeNet:
     """LeNet for 28 px digits (TLlib's MNIST/USPS backbone)."""
     return build_model_with_cfg(LeNet, "lenet", pretrained, **kwargs)
+
+
+@register_model
+def conv4(pretrained: bool = False, **kwargs: Any) -> Conv4:
+    """Conv-4 for 28 px (Omniglot) few-shot learning, 64 features."""
+    return build_model_with_cfg(Conv4, "conv4", pretrained, **kwargs)

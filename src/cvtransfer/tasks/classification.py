@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -23,8 +23,8 @@ class Classification(Task):
 
     name = "classification"
     metric_name = "accuracy"
-    run_files = ("classes.json", "metrics.json", "confusion.png", "curves.png")
-    report_sections = ("summary", "config", "data", "curves", "confusion", "per-class", "roc", "diagnosis",
+    run_files: ClassVar[tuple[str, ...]] = ("classes.json", "metrics.json", "confusion.png", "curves.png")
+    report_sections: ClassVar[tuple[str, ...]] = ("summary", "config", "data", "curves", "confusion", "per-class", "roc", "diagnosis",
                        "top-losses", "grad-cam", "embedding")
 
     def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,

@@ -22,12 +22,14 @@ import torch
 from cvtransfer.data.folders import discover_pooled
 from cvtransfer.errors import ConfigError, DataError
 from cvtransfer.evaluation.fewshot_report import EpisodeTally, write_fewshot_report, write_pictures
-from cvtransfer.few_shot.episodes import episode_labels, interval95, sample_episodes
+from cvtransfer.few_shot.batchnorm import EpisodeFeatures, held_features, transductive_features
+from cvtransfer.few_shot.episodes import Episode, episode_labels, interval95, sample_episodes
 from cvtransfer.few_shot.methods import FEWSHOT_METHODS, one_thread
 from cvtransfer.io import atomic_write_text, write_json
 
 if TYPE_CHECKING:
     from cvtransfer.config import Config
+    from cvtransfer.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,19 @@ def pooled_classes(data: str | Path, max_pixels: int) -> tuple[list[str], list[t
 
 def check_held_out(classes: list[str], weights: str) -> str | None:
     """Refuse evaluation classes that the weights (a run folder or a cvtransfer file) were trained on; a note
-    when the weights carry no class names to check."""
+    when the weights carry no class names to check. A ``--task fewshot`` run trained on its train split's
+    classes only: its val and test classes are held out."""
     if weights in ("imagenet", "none"):
         return None
     from cvtransfer.models.weights import read_state_dict, resolve_weights_file
 
     trained = read_state_dict(resolve_weights_file(weights))[1].get("classes")
+    if trained is not None and (Path(weights) / "config.yaml").is_file():
+        from cvtransfer.run import Run
+
+        run = Run(weights)
+        if run.config.task == "fewshot":
+            trained = sorted({run.classes[label] for _, label in run.image_splits().train})
     if trained is None:
         return f"{weights} names no training classes: held-out evaluation classes could not be checked"
     seen = sorted(set(classes) & set(trained))
@@ -128,45 +137,134 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
     if (folder / "config.yaml").is_file() or (folder / "model.safetensors").is_file():
         raise ConfigError(f"--out {folder} is a run folder: give fewshot-eval a folder of its own")
     classes, samples = evaluation_samples(config)
-    labels = np.array([label for _, label in samples])
-    plans = {shots: sample_episodes(labels, classes, config.ways, shots, config.queries, config.episodes, config.seed)
-             for shots in shots_list}  # every refusal before the backbone runs
+    plans = plan_episodes(samples, classes, config, shots_list)  # every refusal before the backbone runs
     notes = [note] if (note := check_held_out(classes, config.weights)) else []
-    features, feature_seconds = features_of(samples, len(classes), config)
-    detail = (methods[0], max(shots_list))  # the setting the report breaks down by class
-    tally = EpisodeTally(len(classes))
+    start = time.perf_counter()
+    if config.bn_stats == "transductive":
+        features = backbone_transductive_features(samples, len(classes), config)
+    else:
+        features = held_features(features_of(samples, len(classes), config)[0])
+    measured = measure_episodes(features, plans, config.ways, config.queries, methods, len(classes))
+    feature_seconds = time.perf_counter() - start - sum(row["seconds"] for row in measured.rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
+             "images": len(samples), "seed": config.seed, "bn_stats": config.bn_stats,
+             "feature_seconds": feature_seconds, "notes": notes, "results": measured.rows,
+             "detail": measured.detail(classes)}
+    write_pictures(measured.tally, classes, [path for path, _ in samples], folder, config.max_image_pixels)
+    write_json(folder / RESULTS_FILE, saved)
+    atomic_write_text(folder / TABLE_FILE, _csv(measured.rows))
+    if config.report:
+        write_fewshot_report(folder, saved)
+    return FewShotResult(measured.rows, folder, classes, feature_seconds, notes)
+
+
+def plan_episodes(samples: list[tuple[str, int]], classes: list[str], config: Config,
+                  shots_list: list[int]) -> dict[int, list[Episode]]:
+    """The seeded --episodes episodes of --ways classes for each number of shots (the same for every method)."""
+    labels = np.array([label for _, label in samples])
+    return {shots: sample_episodes(labels, classes, config.ways, shots, config.queries, config.episodes, config.seed)
+            for shots in shots_list}
+
+
+@dataclass
+class Measured:
+    """One row per (method, shots) and the tally of the first method at the most shots."""
+
+    rows: list[dict[str, Any]]
+    tally: EpisodeTally
+    method: str
+    shots: int
+
+    def detail(self, classes: list[str]) -> dict[str, Any]:
+        return {"method": self.method, "shots": self.shots, "per_class": self.tally.per_class(classes),
+                "confusion": self.tally.confusion.tolist()}
+
+
+def measure_episodes(features: EpisodeFeatures, plans: dict[int, list[Episode]], ways: int, queries: int,
+                     methods: list[str], num_classes: int) -> Measured:
+    """Accuracy and its 95% interval of each method on the planned episodes; ``features`` gives an episode's
+    support and query features together (held rows, or computed per episode with --bn-stats transductive)."""
+    detail = (methods[0], max(plans))  # the setting the report breaks down by class
+    tally = EpisodeTally(num_classes)
     rows = []
+    query_labels = torch.from_numpy(episode_labels(ways, queries))
     for shots, episodes in plans.items():
-        support_labels = torch.from_numpy(episode_labels(config.ways, shots))
-        query_labels = torch.from_numpy(episode_labels(config.ways, config.queries))
+        support_labels = torch.from_numpy(episode_labels(ways, shots))
+        support_count = ways * shots
+        with torch.no_grad():
+            episode_features = [features(np.concatenate([episode.support, episode.query])) for episode in episodes]
         for name in methods:
             classify = FEWSHOT_METHODS.get(name)
             start, accuracies = time.perf_counter(), []
             with torch.no_grad(), one_thread():
-                for episode in episodes:
-                    scores = classify(features[episode.support], support_labels, features[episode.query], config.ways)
+                for episode, both in zip(episodes, episode_features):
+                    scores = classify(both[:support_count], support_labels, both[support_count:], ways)
                     predicted = scores.argmax(dim=1)
                     accuracies.append(float((predicted == query_labels).float().mean()))
                     if (name, shots) == detail:
                         tally.add(episode.classes, episode.support, shots, episode.query, query_labels.numpy(),
                                   predicted.numpy())
             mean, half = interval95(accuracies)
-            rows.append({"method": name, "ways": config.ways, "shots": shots, "queries": config.queries,
+            rows.append({"method": name, "ways": ways, "shots": shots, "queries": queries,
                          "episodes": len(episodes), "accuracy": mean, "ci95": half,
                          "seconds": time.perf_counter() - start})
-            log.info("%s %d-way %d-shot: %.4f +- %s", name, config.ways, shots, mean,
-                     "n/a" if half is None else f"{half:.4f}")
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
-             "images": len(samples), "seed": config.seed, "feature_seconds": feature_seconds, "notes": notes,
-             "results": rows, "detail": {"method": detail[0], "shots": detail[1], "per_class": tally.per_class(classes),
-                                         "confusion": tally.confusion.tolist()}}
-    write_pictures(tally, classes, [path for path, _ in samples], folder, config.max_image_pixels)
-    write_json(folder / RESULTS_FILE, saved)
-    atomic_write_text(folder / TABLE_FILE, _csv(rows))
-    if config.report:
-        write_fewshot_report(folder, saved)
-    return FewShotResult(rows, folder, classes, feature_seconds, notes)
+            log.info("%s %d-way %d-shot: %.4f +- %s", name, ways, shots, mean, "n/a" if half is None else f"{half:.4f}")
+    return Measured(rows, tally, *detail)
+
+
+def evaluate_episodes(run: Run, data: str | Path | None, out: Path, device: torch.device) -> dict[str, Any]:
+    """metrics.json of a ``--task fewshot`` run: ProtoNet's accuracy on the run's --episodes seeded episodes of
+    its test classes (else its val classes), or of every class of ``data``, for each --shots, features by
+    --bn-stats; confusion.png and errors.png beside ``out`` for the run's own classes."""
+    from cvtransfer.data.features import compute_features
+    from cvtransfer.data.loaders import default_workers
+    from cvtransfer.data.memory import ImageMemory
+
+    config = run.config
+    if data is not None:
+        name, (classes, samples) = "data", pooled_classes(data, run.max_image_pixels)
+    else:
+        splits = run.image_splits()
+        name = "test" if splits.test else "val"
+        present = sorted({label for _, label in splits.split(name)})  # the split's own classes, relabelled 0..
+        position = {label: i for i, label in enumerate(present)}
+        classes = [run.classes[label] for label in present]
+        samples = [(path, position[label]) for path, label in splits.split(name)]
+    if not samples:
+        raise DataError(f"no images to evaluate episodes on in the {name} split")
+    plans = plan_episodes(samples, classes, config, parse_shots(config.shots))
+    backbone = run.model.backbone
+    if config.bn_stats == "transductive":
+        images = ImageMemory.for_config(config).dataset(samples, run.preprocessing, "none", name)
+        features = transductive_features(backbone, images, device)
+    else:
+        held, _ = compute_features(backbone, samples, run.preprocessing, config.batch_size,
+                                   default_workers(config.num_workers), device, run.max_image_pixels)
+        features = held_features(held)
+    measured = measure_episodes(features, plans, config.ways, config.queries, ["protonet"], len(classes))
+    if data is None:
+        write_pictures(measured.tally, classes, [path for path, _ in samples], out.parent, run.max_image_pixels)
+    first = measured.rows[0]
+    return {"split": name, "accuracy": first["accuracy"], "ci95": first["ci95"], "ways": config.ways,
+            "shots": first["shots"], "queries": config.queries, "episodes": first["episodes"],
+            "bn_stats": config.bn_stats, "num_classes": len(classes),
+            "num_samples": len(samples), "results": measured.rows, "detail": measured.detail(classes)}
+
+
+def backbone_transductive_features(samples: list[tuple[str, int]], num_classes: int,
+                                   config: Config) -> EpisodeFeatures:
+    """--bn-stats transductive: each episode's features computed together, BatchNorm on the episode's statistics."""
+    from cvtransfer.data.memory import ImageMemory
+    from cvtransfer.engine.devices import pick_device
+    from cvtransfer.models.factory import build_model
+
+    with torch.random.fork_rng(devices=[]):  # the random init fit and the feature cache make ("none")
+        torch.manual_seed(config.seed)
+        built = build_model(config.backbone, config.weights, num_classes, config.image_size, seed=config.seed,
+                            allow_partial_weights=config.allow_partial_weights)
+    images = ImageMemory.for_config(config).dataset(samples, built.preprocessing, "none", "evaluation")
+    return transductive_features(built.model.backbone, images, pick_device(config.accelerator))
 
 
 def classify_queries(config: Config, support: str | Path, queries: list[str | Path]) -> list[dict[str, Any]]:
