@@ -19,6 +19,7 @@ from cvtransfer.api import (
     resume,
     segment,
     shift,
+    zeroshot,
 )
 from cvtransfer.config import Config
 from cvtransfer.errors import ConfigError, CvTransferError, DataError, WeightsError
@@ -29,5 +30,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "CvTransferError", "DataError", "Run", "WeightsError",
     "adapt", "auto", "backbones", "compare", "convert", "detect", "evaluate", "fewshot", "fewshot_eval", "fit", "lr_find", "predict", "pretrained",
-    "rank", "report", "resume", "segment", "shift",
+    "rank", "report", "resume", "segment", "shift", "zeroshot",
 ]

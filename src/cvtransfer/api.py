@@ -175,6 +175,16 @@ def fewshot(support: str | Path, queries: str | Path | Sequence[str | Path], out
     return rows
 
 
+def zeroshot(config: Config | None = None, **options: Any) -> Run:
+    """Classify ``data``'s images from their class names with a CLIP model: a run folder (metrics.json, report).
+
+    ``cvtransfer.zeroshot(data="photos/", backbone="clip:ViT-B-32", weights="clip.safetensors")``.
+    """
+    from cvtransfer.workflows.zeroshot import zeroshot as run_zeroshot
+
+    return run_zeroshot(_config(config, options))
+
+
 def _config(config: Config | None, options: dict[str, Any]) -> Config:
     if isinstance(options.get("backbones"), (list, tuple)):  # rank/auto: a list of names is welcome too
         options = {**options, "backbones": ",".join(options["backbones"])}

@@ -353,8 +353,12 @@ def fewshot_eval(
     typer.echo(f"results written to {result.folder / RESULTS_FILE}")
 
 
+CLIP_OPTIONS = frozenset({"templates", "classes", "wise_alpha", "tip_alpha", "tip_beta"})
+
+
 @app.command()
-@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | {"fewshot_methods", "cache_dir"})
+@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | CLIP_OPTIONS | {"fewshot_methods",
+                                                                                             "cache_dir"})
 def fewshot(
     support: Annotated[Path, typer.Option(help="Class folders of a few labelled images each.")],
     query: Annotated[list[Path], typer.Option(help="Images and/or folders of images to label (repeatable).")],
@@ -365,6 +369,20 @@ def fewshot(
     """Label query images from a support set of a few images per class (the first --fewshot-methods method)."""
     rows = api.fewshot(support, query, out, _build_config(None, config, overrides or {}))
     typer.echo(f"{len(rows)} predictions written to {out}")
+
+
+@app.command()
+@config_options(groups=(), skip=POSITIONAL_FIELDS, include=FEWSHOT_INCLUDE | {"templates", "classes", "out", "report"})
+def zeroshot(
+    data: Annotated[Path, typer.Argument(help="DATA_DIR: class folders (their names are the class names; a test/ "
+                                              "split is evaluated when there is one).")],
+    config: ConfigFile = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Classify images from their class names with a CLIP model (--backbone clip:NAME): a run folder with metrics."""
+    run = api.zeroshot(_build_config(data, config, overrides or {}))
+    typer.echo(run.task.summary(run.metrics))
+    typer.echo(f"run folder: {run.path}")
 
 
 @app.command()

@@ -124,6 +124,15 @@ class CoreConfig:
     fewshot_methods: str = opt("protonet,protonet_cosine,simpleshot,matching,baselinepp,finetune",
                                "Few-shot classifiers on the backbone's features, comma-separated: {fewshot}; "
                                "fewshot classifies with the first.", FEWSHOT)
+    # -- zero-shot and CLIP (cvtransfer zeroshot; the CLIP methods of fewshot, fewshot-eval)
+    templates: str = opt("", "zeroshot, CLIP methods: a text file of prompt templates, one a line with {} for the "
+                         "class name (default: CLIP's 7-template ensemble).", FEWSHOT)
+    classes: str = opt("", "zeroshot, CLIP methods: the class names the prompts say, comma-separated, in the order of "
+                       "the class folders (default: the folder names, _ read as a space).", FEWSHOT)
+    wise_alpha: float = opt(0.5, "wiseft: weight of the fine-tuned head against the zero-shot one (0: zero-shot, "
+                            "1: fine-tuned).", FEWSHOT, 0.0, 1.0)
+    tip_alpha: float = opt(1.0, "tip_adapter: weight of the cache model's logits (0: zero-shot).", FEWSHOT, 0.0)
+    tip_beta: float = opt(5.5, "tip_adapter: sharpness of the cache model's affinities.", FEWSHOT, 0.0)
     # -- adaptation (cvtransfer adapt; the source domain is ``data``)
     target: str | None = opt(None, "TGT_DIR: target images (class folders whose labels are used only for evaluation, a "
                              "train/ [test/] layout, or a plain folder without labels), or a feature file.", ADAPT)

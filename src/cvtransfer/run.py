@@ -47,6 +47,9 @@ PROBE_FILE = "probe.json"  # the lbfgs head's penalty search: each L2 tried, its
 Sample = tuple[str, int]
 
 
+ZEROSHOT_FILE = "zeroshot.json"  # a zero-shot run's prompts (cvtransfer zeroshot)
+
+
 def export_model(run_dir: Path, config: Config, classes: list[str], model: TransferModel,
                  preprocessing: Preprocessing) -> None:
     """Write model.safetensors (with backbone, classes and preprocessing as metadata) and classes.json."""
@@ -267,6 +270,8 @@ def method_label(run: Run) -> str:
     own = run.task.method_label(config)
     if own is not None:
         return own
+    if (run.path / ZEROSHOT_FILE).is_file():
+        return f"zero-shot ({len(read_json(run.path / ZEROSHOT_FILE)['templates'])} prompt templates)"
     strategy = f"{config.strategy} ({head_kind(config)} head)" if config.strategy == "linear" else config.strategy
     if not is_adaptation(run):
         return strategy

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from cvtransfer.errors import DataError
 from cvtransfer.few_shot.episodes import episode_labels, interval95, sample_episodes
-from cvtransfer.few_shot.methods import FEWSHOT_METHODS, matching, protonet, simpleshot
+from cvtransfer.few_shot.methods import FEWSHOT_METHODS, NEEDS_TEXT, matching, protonet, simpleshot
 
 NAMES = ["a", "b", "c", "d"]
 LABELS = np.repeat(np.arange(4), [6, 7, 8, 6])
@@ -79,7 +80,11 @@ def test_every_method_separates_separable_classes(name: str) -> None:
     centres = torch.randn(5, 32, generator=generator) * 4
     support = centres.repeat_interleave(3, dim=0) + torch.randn(15, 32, generator=generator)
     query = centres.repeat_interleave(4, dim=0) + torch.randn(20, 32, generator=generator)
-    scores = FEWSHOT_METHODS.get(name)(support, torch.arange(5).repeat_interleave(3), query, 5)
+    extra = {}
+    if name in NEEDS_TEXT:  # CLIP's methods: normalised features, the class prompts' rows (here: the centres)
+        support, query = F.normalize(support, dim=1), F.normalize(query, dim=1)
+        extra = {"text": 20 * F.normalize(centres, dim=1)}
+    scores = FEWSHOT_METHODS.get(name)(support, torch.arange(5).repeat_interleave(3), query, 5, **extra)
     assert scores.shape == (20, 5)
     assert (scores.argmax(1) == torch.arange(5).repeat_interleave(4)).float().mean() >= 0.95
 
@@ -87,5 +92,10 @@ def test_every_method_separates_separable_classes(name: str) -> None:
 @pytest.mark.parametrize("name", FEWSHOT_METHODS.names())
 def test_two_way_episodes_give_two_columns(name: str) -> None:
     support = torch.tensor([[1.0, 0.0], [2.0, 0.2], [0.0, 1.0], [0.2, 2.0]])  # two directions, for cosine too
-    scores = FEWSHOT_METHODS.get(name)(support, SUPPORT_LABELS, torch.tensor([[3.0, 0.5], [0.5, 3.0]]), 2)
+    query = torch.tensor([[3.0, 0.5], [0.5, 3.0]])
+    extra = {}
+    if name in NEEDS_TEXT:
+        support, query = F.normalize(support, dim=1), F.normalize(query, dim=1)
+        extra = {"text": 10 * torch.eye(2)}
+    scores = FEWSHOT_METHODS.get(name)(support, SUPPORT_LABELS, query, 2, **extra)
     assert scores.shape == (2, 2) and scores.argmax(1).tolist() == [0, 1]

@@ -137,12 +137,13 @@ def discover_class_splits(data: str | Path, val_split: float = 0.2, test_split: 
             raise DataError(f"class(es) {', '.join(shared[:3])} of {root} are in both {first} and {second}: few-shot "
                             "splits hold different classes (novel classes are evaluated); move or rename them")
     rng = random.Random(seed)
+    whole = len(names["train"])  # fractions of all the training classes, as --val-split and --test-split read
     for split, fraction in (("test", test_split), ("val", val_split)):
         if names.get(split) or fraction <= 0:
             continue
         pool = names["train"][:]
         rng.shuffle(pool)
-        count = max(1, round(len(pool) * fraction)) if len(pool) > 2 else 0
+        count = max(1, round(whole * fraction)) if len(pool) > 2 else 0
         if count == 0 or count > len(pool) - 2:
             raise DataError(f"{root} has {len(pool)} training classes: too few to hold out {split} classes "
                             f"(--{split}-split {fraction}); add classes or give a {split}/ folder")

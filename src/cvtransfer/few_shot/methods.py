@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from cvtransfer.registry import Registry
 
-Classifier = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# (support, labels, query, ways[, text=..., settings]) -> scores: the CLIP methods take keywords too
+Classifier = Callable[..., torch.Tensor]
 FEWSHOT_METHODS: Registry[Classifier] = Registry("few-shot method")
 
 
@@ -99,3 +100,62 @@ def finetune_head(support: torch.Tensor, labels: torch.Tensor, query: torch.Tens
     head.fit(F.normalize(support, dim=1).numpy(), labels.numpy())
     scores = torch.from_numpy(head.decision_function(F.normalize(query, dim=1).numpy()))
     return torch.stack([-scores, scores], dim=1) if ways == 2 else scores  # two classes: one margin
+
+
+# -- CLIP methods: they also read ``text``, the zero-shot head's rows for the episode's classes (the normalised
+# text embeddings times CLIP's logit scale, ways x D), and expect L2-normalised image features (clip: backbones).
+NEEDS_TEXT = frozenset({"zeroshot", "wiseft", "tip_adapter", "tip_adapter_f"})
+
+
+@FEWSHOT_METHODS.register("zeroshot")
+def zero_shot(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, *,
+              text: torch.Tensor, **unused: float) -> torch.Tensor:
+    """CLIP's zero-shot classifier: the queries against the class prompts' embeddings; the support set unused."""
+    return query @ text.T
+
+
+@FEWSHOT_METHODS.register("wiseft")
+def wise_ft(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, *, text: torch.Tensor,
+            wise_alpha: float = 0.5, steps: int = 100, lr: float = 1e-3, **unused: float) -> torch.Tensor:
+    """WiSE-FT (Wortsman et al. 2022) of the head: the zero-shot head fine-tuned on the support features (Adam,
+    cross-entropy), then its weights interpolated, (1 - alpha) zero-shot + alpha fine-tuned. The image tower
+    stays as it is (the paper fine-tunes it too; on a few cached features only the head is tuned here)."""
+    weight = text.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([weight], lr=lr * float(text.norm(dim=1).mean()))  # steps relative to the scale
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            F.cross_entropy(support @ weight.T, labels).backward()
+            optimiser.step()
+    return query @ ((1 - wise_alpha) * text + wise_alpha * weight.detach()).T
+
+
+def _cache_logits(keys: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int,
+                  beta: float) -> torch.Tensor:
+    """Tip-Adapter's cache model: exp(-beta (1 - cosine)) affinities to the support keys, summed per class."""
+    affinity = torch.exp(-beta * (1 - query @ keys.T))
+    return affinity @ F.one_hot(labels, ways).to(affinity.dtype)
+
+
+@FEWSHOT_METHODS.register("tip_adapter")
+def tip_adapter(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, *, text: torch.Tensor,
+                tip_alpha: float = 1.0, tip_beta: float = 5.5, **unused: float) -> torch.Tensor:
+    """Tip-Adapter (Zhang et al. 2022), training-free: zero-shot logits + alpha x the cache model's logits."""
+    return query @ text.T + tip_alpha * _cache_logits(support, labels, query, ways, tip_beta)
+
+
+@FEWSHOT_METHODS.register("tip_adapter_f")
+def tip_adapter_f(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, *,
+                  text: torch.Tensor, tip_alpha: float = 1.0, tip_beta: float = 5.5, steps: int = 100,
+                  lr: float = 1e-3, **unused: float) -> torch.Tensor:
+    """Tip-Adapter-F: the cache's keys (started as the support features) fine-tuned on the support set (Adam,
+    cross-entropy of the combined logits), the zero-shot head kept."""
+    keys = support.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([keys], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            logits = support @ text.T + tip_alpha * _cache_logits(keys, labels, support, ways, tip_beta)
+            F.cross_entropy(logits, labels).backward()
+            optimiser.step()
+    return query @ text.T + tip_alpha * _cache_logits(keys.detach(), labels, query, ways, tip_beta)

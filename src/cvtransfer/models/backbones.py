@@ -81,6 +81,10 @@ def create_backbone(name: str, pretrained: bool = False, image_size: int | None 
     ``image_size``: build models whose shape depends on the input size (ViT, DeiT, Swin, ...) for that
     size; pretrained position embeddings are resampled to it. Other models take any size anyway.
     """
+    from cvtransfer.models.clip import clip_backbone, create_clip, is_clip
+
+    if is_clip(name):  # open_clip's image tower: its weights come by create_clip (tags, files)
+        return clip_backbone(create_clip(name, "imagenet" if pretrained else "none", image_size))
     source, arch = resolve_name(name)
     if source == "timm":
         return _create_timm(arch, pretrained, image_size)

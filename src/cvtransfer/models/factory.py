@@ -10,6 +10,7 @@ from pathlib import Path
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError
 from cvtransfer.models.backbones import Backbone, create_backbone
+from cvtransfer.models.clip import is_clip
 from cvtransfer.models.feature_mlp import feature_backbone
 from cvtransfer.models.metadata import TORCHVISION_DETECTORS
 from cvtransfer.models.transfer_model import TransferModel
@@ -39,10 +40,33 @@ def build_model(
     The model is built for ``image_size`` (else the weights file's size, else the default); a file's
     head is reused only for ``class_names`` (when given) equal to its own, in any order.
     """
+    if is_clip(backbone_name) and not is_cvtransfer_weights(weights):
+        return _clip_model(backbone_name, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim)
     read, image_size = _read_weights(weights, image_size)
     backbone = create_backbone(backbone_name, pretrained=weights == "imagenet", image_size=image_size)
     return _assemble(backbone, weights, num_classes, image_size, drop_rate, seed, bottleneck_dim, class_names,
                      allow_partial_weights, read)
+
+
+def is_cvtransfer_weights(weights: str) -> bool:
+    """Whether ``weights`` is a run folder or a model file cvtransfer wrote (not a foreign checkpoint)."""
+    if weights in ("imagenet", "none", "coco") or not Path(weights).exists():
+        return False
+    return Path(weights).is_dir() or "backbone" in read_state_dict(resolve_weights_file(weights))[1]
+
+
+def _clip_model(name: str, weights: str, num_classes: int, image_size: int | None, drop_rate: float, seed: int,
+                bottleneck_dim: int) -> BuiltModel:
+    """An open_clip image tower with its own weights (none, a tag, an open_clip checkpoint) and a new head."""
+    from cvtransfer.models.clip import clip_backbone, create_clip
+
+    clip = create_clip(name, weights, image_size)
+    backbone = clip_backbone(clip)
+    model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate,
+                          bottleneck_dim)
+    source = f"file:{file_digest(Path(weights))}" if Path(weights).is_file() else clip.weights_source
+    weights_id = f"none:{backbone.name}:seed{seed}" if weights == "none" else f"clip:{backbone.name}:{source}"
+    return BuiltModel(model, backbone, backbone.preprocessing.with_size(image_size), weights_id, None)
 
 
 def build_feature_model(

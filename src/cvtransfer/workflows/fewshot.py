@@ -24,7 +24,7 @@ from cvtransfer.errors import ConfigError, DataError
 from cvtransfer.evaluation.fewshot_report import EpisodeTally, write_fewshot_report, write_pictures
 from cvtransfer.few_shot.batchnorm import EpisodeFeatures, held_features, transductive_features
 from cvtransfer.few_shot.episodes import Episode, episode_labels, interval95, sample_episodes
-from cvtransfer.few_shot.methods import FEWSHOT_METHODS, one_thread
+from cvtransfer.few_shot.methods import FEWSHOT_METHODS, NEEDS_TEXT, one_thread
 from cvtransfer.io import atomic_write_text, write_json
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def check_held_out(classes: list[str], weights: str) -> str | None:
     """Refuse evaluation classes that the weights (a run folder or a cvtransfer file) were trained on; a note
     when the weights carry no class names to check. A ``--task fewshot`` run trained on its train split's
     classes only: its val and test classes are held out."""
-    if weights in ("imagenet", "none"):
+    if weights in ("imagenet", "none") or not Path(weights).exists():  # hub weights, an open_clip tag
         return None
     from cvtransfer.models.weights import read_state_dict, resolve_weights_file
 
@@ -139,12 +139,14 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
     classes, samples = evaluation_samples(config)
     plans = plan_episodes(samples, classes, config, shots_list)  # every refusal before the backbone runs
     notes = [note] if (note := check_held_out(classes, config.weights)) else []
+    text = zero_shot_rows(config, classes) if NEEDS_TEXT & set(methods) else None  # refusals before the features
     start = time.perf_counter()
     if config.bn_stats == "transductive":
         features = backbone_transductive_features(samples, len(classes), config)
     else:
         features = held_features(features_of(samples, len(classes), config)[0])
-    measured = measure_episodes(features, plans, config.ways, config.queries, methods, len(classes))
+    measured = measure_episodes(features, plans, config.ways, config.queries, methods, len(classes), text,
+                                clip_settings(config))
     feature_seconds = time.perf_counter() - start - sum(row["seconds"] for row in measured.rows)
     folder.mkdir(parents=True, exist_ok=True)
     saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
@@ -157,6 +159,28 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
     if config.report:
         write_fewshot_report(folder, saved)
     return FewShotResult(measured.rows, folder, classes, feature_seconds, notes)
+
+
+def zero_shot_rows(config: Config, classes: list[str]) -> torch.Tensor:
+    """The zero-shot head's rows for ``classes`` (--classes names, --templates), for the CLIP methods; refused
+    unless the backbone is a CLIP model with its text tower (open_clip weights: a tag, a file or none)."""
+    from cvtransfer.models.clip import create_clip, is_clip
+    from cvtransfer.models.factory import is_cvtransfer_weights
+    from cvtransfer.workflows.zeroshot import prompt_names, read_templates, zero_shot_head
+
+    needing = ", ".join(sorted(NEEDS_TEXT & set(method_names(config.fewshot_methods))))
+    if not is_clip(config.backbone):
+        raise ConfigError(f"--fewshot-methods {needing} read CLIP's text embeddings: use a --backbone clip:NAME")
+    if is_cvtransfer_weights(config.weights):
+        raise ConfigError(f"--fewshot-methods {needing} need CLIP's text tower, which {config.weights} does not hold: "
+                          "give open_clip weights (a tag or a checkpoint file)")
+    clip = create_clip(config.backbone, config.weights, config.image_size)
+    return zero_shot_head(clip, prompt_names(classes, config.classes), read_templates(config.templates))
+
+
+def clip_settings(config: Config) -> dict[str, float]:
+    """The CLIP methods' settings (--wise-alpha, --tip-alpha, --tip-beta)."""
+    return {"wise_alpha": config.wise_alpha, "tip_alpha": config.tip_alpha, "tip_beta": config.tip_beta}
 
 
 def plan_episodes(samples: list[tuple[str, int]], classes: list[str], config: Config,
@@ -182,9 +206,11 @@ class Measured:
 
 
 def measure_episodes(features: EpisodeFeatures, plans: dict[int, list[Episode]], ways: int, queries: int,
-                     methods: list[str], num_classes: int) -> Measured:
+                     methods: list[str], num_classes: int, text: torch.Tensor | None = None,
+                     settings: dict[str, float] | None = None) -> Measured:
     """Accuracy and its 95% interval of each method on the planned episodes; ``features`` gives an episode's
-    support and query features together (held rows, or computed per episode with --bn-stats transductive)."""
+    support and query features together (held rows, or computed per episode with --bn-stats transductive);
+    ``text``: the zero-shot head's row of every class, for the CLIP methods, with their ``settings``."""
     detail = (methods[0], max(plans))  # the setting the report breaks down by class
     tally = EpisodeTally(num_classes)
     rows = []
@@ -199,7 +225,9 @@ def measure_episodes(features: EpisodeFeatures, plans: dict[int, list[Episode]],
             start, accuracies = time.perf_counter(), []
             with torch.no_grad(), one_thread():
                 for episode, both in zip(episodes, episode_features):
-                    scores = classify(both[:support_count], support_labels, both[support_count:], ways)
+                    extra = {"text": text[episode.classes], **(settings or {})} if text is not None and \
+                        name in NEEDS_TEXT else {}
+                    scores = classify(both[:support_count], support_labels, both[support_count:], ways, **extra)
                     predicted = scores.argmax(dim=1)
                     accuracies.append(float((predicted == query_labels).float().mean()))
                     if (name, shots) == detail:
@@ -283,9 +311,10 @@ def classify_queries(config: Config, support: str | Path, queries: list[str | Pa
         raise DataError(f"no readable query images among {', '.join(map(str, queries[:3]))}")
     features, _ = features_of(shots + [(path, 0) for path in usable], len(support_classes), config)
     support_labels = torch.tensor([label for _, label in shots])
+    extra = {"text": zero_shot_rows(config, support_classes), **clip_settings(config)} if name in NEEDS_TEXT else {}
     with torch.no_grad(), one_thread():
         scores = FEWSHOT_METHODS.get(name)(features[:len(shots)], support_labels, features[len(shots):],
-                                           len(support_classes))
+                                           len(support_classes), **extra)
     shares = scores.float().softmax(dim=1)
     return [{"path": path, "label": support_classes[int(best)], "score": float(shares[i, best])}
             for i, (path, best) in enumerate(zip(usable, scores.argmax(dim=1).tolist()))]
