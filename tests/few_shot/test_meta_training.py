@@ -264,3 +264,44 @@ def test_fewshot_options_are_refused_with_other_tasks(patterns: Path, tmp_path: 
     code, lines = run_cli(["fit", str(patterns), "--ways", "3", "--backbone", "tinycnn", "--weights", "none",
                            "--out", str(tmp_path / "run")])
     assert code == 2 and lines == ["error: --ways applies to --task fewshot only; add --task fewshot or leave it out"]
+
+
+# -- fine-tuning head + last stage on the support images
+
+def test_finetune_last_starts_as_protonet_and_leaves_the_model_alone(patterns: Path) -> None:
+    from cvtransfer.data.memory import ImageMemory
+    from cvtransfer.few_shot.finetune import last_stage_tuner
+    from cvtransfer.models.factory import build_model
+
+    torch.manual_seed(0)
+    built = build_model("resnet18", "none", 16, image_size=32)
+    samples = [(str(path), 0) for path in sorted(patterns.rglob("*.png"))]
+    images = ImageMemory("off", 0).dataset(samples, built.preprocessing, "none")
+    before = {key: value.clone() for key, value in built.model.state_dict().items()}
+    support, query = np.array([0, 1, 8, 9, 16, 17]), np.array([2, 3, 10, 11, 18, 19])  # classes c00, c01, c02
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    start = last_stage_tuner(built.model, images, torch.device("cpu"), steps=0)(support, labels, query, 3)
+    with torch.no_grad():
+        features = built.model.eval().embed(torch.stack([images[int(i)][0] for i in np.concatenate([support, query])]))
+    expected = protonet(features[:6], labels, features[6:], 3)
+    # 2c.f - |c|^2 = -|f - c|^2 + |f|^2: ProtoNet's scores up to a constant per query
+    assert torch.allclose(start - start[:, :1], expected - expected[:, :1], atol=1e-3)
+    tuned = last_stage_tuner(built.model, images, torch.device("cpu"), steps=5)(support, labels, query, 3)
+    assert not torch.allclose(tuned, start, atol=1e-4)
+    assert all(torch.equal(value, before[key]) for key, value in built.model.state_dict().items())
+
+
+def test_fewshot_eval_and_fewshot_fine_tune_on_the_support_images(patterns: Path, tmp_path: Path) -> None:
+    result = cvtransfer.fewshot_eval(data=str(patterns), backbone="tinycnn", weights="none", image_size=28, ways=3,
+                                     shots="2", queries=2, episodes=3, fewshot_methods="protonet,finetune_last",
+                                     num_workers=0, accelerator="cpu", report=False, out=str(tmp_path / "eval"))
+    assert [row["method"] for row in result.rows] == ["protonet", "finetune_last"]
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in result.rows)
+    support = tmp_path / "support"
+    for name in ("c00", "c05", "c10"):
+        (support / name).mkdir(parents=True)
+        for index in range(3):
+            (support / name / f"{index}.png").write_bytes((patterns / name / f"{index}.png").read_bytes())
+    rows = cvtransfer.fewshot(support, patterns / "c05", backbone="tinycnn", weights="none", image_size=28,
+                              fewshot_methods="finetune_last", num_workers=0, accelerator="cpu")
+    assert len(rows) == 8 and {row["label"] for row in rows} <= {"c00", "c05", "c10"}

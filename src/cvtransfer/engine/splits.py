@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cvtransfer.data.box_splits import DetectionSplits, discover_detection_splits
+from cvtransfer.data.box_splits import DetectionSplits
 from cvtransfer.data.domains import DomainSplits, discover_domains
 from cvtransfer.data.folders import DatasetSplits, discover, write_skipped
-from cvtransfer.data.masks import SegmentationSplits, discover_segmentation
+from cvtransfer.data.masks import SegmentationSplits
 from cvtransfer.engine.devices import is_main_process
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import read_json, write_json
@@ -25,59 +25,32 @@ SPLITS_FILE = "splits.json"
 
 
 def load_splits(config: Config, run_dir: Path) -> TaskSplits:
-    """The run's splits: read back when resuming (same files, same split), else discovered and saved."""
+    """The run's splits: read back when resuming (same files, same split), else discovered (the task's way, else
+    class folders split by image) and saved."""
     saved = run_dir / SPLITS_FILE
     if saved.is_file():
         return read_splits(config, saved)
     if config.data is None:
         raise ConfigError("no data given: pass DATA_DIR (or data= in the config)")
-    if config.task == "segmentation":
-        return _segmentation_splits(config, run_dir)
-    if config.task == "detection":
-        return _detection_splits(config, run_dir)
-    splits = get_task(config.task).discover_splits(config) or discover(
+    task = get_task(config.task)
+    splits = task.discover_splits(config) or discover(
         config.data, config.val_split, config.test_split, config.seed, config.max_image_pixels)
+    skipped = getattr(splits, "skipped", [])
     if not is_main_process():  # every rank finds the same seeded split; one writes it
         return splits
     write_json(saved, splits.to_dict())
     write_json(run_dir / "classes.json", splits.classes)
-    write_skipped(splits, run_dir / "skipped.txt")
-    log.info(
-        "data: %d classes; %d train, %d val, %d test images%s", len(splits.classes), len(splits.train),
-        len(splits.val), len(splits.test),
-        f"; {len(splits.skipped)} files skipped (list in {run_dir / 'skipped.txt'})" if splits.skipped else "",
-    )
+    listed = isinstance(splits, DatasetSplits) and bool(skipped)
+    if listed:
+        write_skipped(splits, run_dir / "skipped.txt")
+    log.info("data: %s%s", task.describe_splits(splits),
+             f"; {len(skipped)} files skipped (list in {run_dir / 'skipped.txt'})" if listed else "")
     return splits
 
 
 def read_splits(config: Config, path: Path) -> TaskSplits:
     """A saved splits.json of a run of ``config``'s task."""
-    kinds: dict[str, type[TaskSplits]] = {"segmentation": SegmentationSplits, "detection": DetectionSplits}
-    return kinds.get(config.task, DatasetSplits).from_dict(read_json(path))
-
-
-def _segmentation_splits(config: Config, run_dir: Path) -> SegmentationSplits:
-    assert config.data is not None
-    splits = discover_segmentation(config.data, config.val_split, config.test_split, config.seed,
-                                   config.ignore_index, config.classes_file or None, config.max_image_pixels)
-    if is_main_process():
-        write_json(run_dir / SPLITS_FILE, splits.to_dict())
-        write_json(run_dir / "classes.json", splits.classes)
-    log.info("data: %d classes; %d train, %d val, %d test images with masks (ignore index %d)", len(splits.classes),
-             len(splits.train), len(splits.val), len(splits.test), splits.ignore_index)
-    return splits
-
-
-def _detection_splits(config: Config, run_dir: Path) -> DetectionSplits:
-    assert config.data is not None
-    splits = discover_detection_splits(config.data, config.val_split, config.test_split, config.seed,
-                                       config.missing_labels, max_pixels=config.max_image_pixels)
-    if is_main_process():
-        write_json(run_dir / SPLITS_FILE, splits.to_dict())
-        write_json(run_dir / "classes.json", splits.classes)
-    log.info("data: %d classes; %d train, %d val, %d test images with %d, %d, %d boxes", len(splits.classes),
-             len(splits.train), len(splits.val), len(splits.test),
-             *(splits.counts(name)["boxes"] for name in ("train", "val", "test")))
+    splits: TaskSplits = get_task(config.task).read_splits(read_json(path))
     return splits
 
 

@@ -159,3 +159,17 @@ def tip_adapter_f(support: torch.Tensor, labels: torch.Tensor, query: torch.Tens
             F.cross_entropy(logits, labels).backward()
             optimiser.step()
     return query @ text.T + tip_alpha * _cache_logits(keys.detach(), labels, query, ways, tip_beta)
+
+
+# -- methods that train on the support images themselves, not on their features (few_shot/finetune.py)
+NEEDS_IMAGES = frozenset({"finetune_last"})
+
+
+@FEWSHOT_METHODS.register("finetune_last")
+def finetune_last(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, *,
+                  tuner: Callable[..., torch.Tensor] | None = None, **unused: object) -> torch.Tensor:
+    """Head + last stage fine-tuned on the support images (:func:`cvtransfer.few_shot.finetune.last_stage_tuner`);
+    called with the episode's sample indices as ``support``/``query`` and the workflow's ``tuner``."""
+    if tuner is None:
+        raise ValueError("finetune_last trains on images: the few-shot workflow gives it a tuner")
+    return tuner(support, labels, query, ways)

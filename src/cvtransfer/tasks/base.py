@@ -54,9 +54,20 @@ class Task:
         """Refuse, in one line, a setting this task cannot honour (before anything is read); the default: none."""
 
     def discover_splits(self, config: Config) -> Any:
-        """The splits of ``config.data`` when the task finds them its own way (few-shot's split by class); None
-        (the default): the engine's discovery for the task's kind of data."""
+        """The splits of ``config.data`` when the task reads its own kind of data (masks, boxes) or splits it its
+        own way (few-shot's by class); None (the default): class folders split by image."""
         return None
+
+    def read_splits(self, values: dict[str, Any]) -> Any:
+        """A saved splits.json's content as the task's splits (the default: class-labelled images)."""
+        from cvtransfer.data.folders import DatasetSplits
+
+        return DatasetSplits.from_dict(values)
+
+    def describe_splits(self, splits: Any) -> str:
+        """One line on the splits for the log (the default: classes and images per split)."""
+        return (f"{len(splits.classes)} classes; {len(splits.train)} train, {len(splits.val)} val, "
+                f"{len(splits.test)} test images")
 
     def stream(self, config: Config, splits: Any, built: BuiltModel) -> Stream | None:
         """The training and validation loaders when the task draws its own batches (few-shot's episodes); None

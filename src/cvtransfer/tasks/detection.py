@@ -85,6 +85,23 @@ class Detection(Task):
     monitor = ("val_map", "max")
     train_metric = False  # mAP needs the detector in eval mode: measured on the validation split only
 
+    def discover_splits(self, config: Config) -> Any:
+        from cvtransfer.data.box_splits import discover_detection_splits
+
+        assert config.data is not None
+        return discover_detection_splits(config.data, config.val_split, config.test_split, config.seed,
+                                         config.missing_labels, max_pixels=config.max_image_pixels)
+
+    def read_splits(self, values: dict[str, Any]) -> Any:
+        from cvtransfer.data.box_splits import DetectionSplits
+
+        return DetectionSplits.from_dict(values)
+
+    def describe_splits(self, splits: Any) -> str:
+        boxes = (splits.counts(name)["boxes"] for name in ("train", "val", "test"))
+        return (f"{len(splits.classes)} classes; {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} "
+                "test images with {}, {}, {} boxes".format(*boxes))
+
     def settle_options(self, config: Config, splits: Any) -> Config:
         if config.anchor_sizes != "auto":
             return config

@@ -69,6 +69,22 @@ class Segmentation(Task):
     report_sections = ("summary", "config", "data", "curves", "per-class-iou", "confusion", "examples", "diagnosis")
     options = SegmentationOptions
 
+    def discover_splits(self, config: Config) -> Any:
+        from cvtransfer.data.masks import discover_segmentation
+
+        assert config.data is not None
+        return discover_segmentation(config.data, config.val_split, config.test_split, config.seed,
+                                     config.ignore_index, config.classes_file or None, config.max_image_pixels)
+
+    def read_splits(self, values: dict[str, Any]) -> Any:
+        from cvtransfer.data.masks import SegmentationSplits
+
+        return SegmentationSplits.from_dict(values)
+
+    def describe_splits(self, splits: Any) -> str:
+        return (f"{len(splits.classes)} classes; {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} "
+                f"test images with masks (ignore index {splits.ignore_index})")
+
     def build_model(self, config: Config, classes: list[str], weights: str, bottleneck_dim: int = 0,
                     feature_width: int | None = None) -> BuiltModel:
         from cvtransfer.models.factory import build_segmentation_model

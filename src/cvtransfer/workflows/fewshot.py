@@ -8,6 +8,7 @@ evaluation of the same images and weights costs no backbone pass; every method s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -24,7 +25,8 @@ from cvtransfer.errors import ConfigError, DataError
 from cvtransfer.evaluation.fewshot_report import EpisodeTally, write_fewshot_report, write_pictures
 from cvtransfer.few_shot.batchnorm import EpisodeFeatures, held_features, transductive_features
 from cvtransfer.few_shot.episodes import Episode, episode_labels, interval95, sample_episodes
-from cvtransfer.few_shot.methods import FEWSHOT_METHODS, NEEDS_TEXT, one_thread
+from cvtransfer.few_shot.finetune import EpisodeTuner
+from cvtransfer.few_shot.methods import FEWSHOT_METHODS, NEEDS_IMAGES, NEEDS_TEXT, one_thread
 from cvtransfer.io import atomic_write_text, write_json
 
 if TYPE_CHECKING:
@@ -145,8 +147,9 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
         features = backbone_transductive_features(samples, len(classes), config)
     else:
         features = held_features(features_of(samples, len(classes), config)[0])
+    tuner = support_tuner(samples, len(classes), config) if NEEDS_IMAGES & set(methods) else None
     measured = measure_episodes(features, plans, config.ways, config.queries, methods, len(classes), text,
-                                clip_settings(config))
+                                clip_settings(config), tuner)
     feature_seconds = time.perf_counter() - start - sum(row["seconds"] for row in measured.rows)
     folder.mkdir(parents=True, exist_ok=True)
     saved = {"backbone": config.backbone, "weights": config.weights, "data": config.data, "classes": classes,
@@ -207,10 +210,11 @@ class Measured:
 
 def measure_episodes(features: EpisodeFeatures, plans: dict[int, list[Episode]], ways: int, queries: int,
                      methods: list[str], num_classes: int, text: torch.Tensor | None = None,
-                     settings: dict[str, float] | None = None) -> Measured:
+                     settings: dict[str, float] | None = None, tuner: EpisodeTuner | None = None) -> Measured:
     """Accuracy and its 95% interval of each method on the planned episodes; ``features`` gives an episode's
     support and query features together (held rows, or computed per episode with --bn-stats transductive);
-    ``text``: the zero-shot head's row of every class, for the CLIP methods, with their ``settings``."""
+    ``text``: the zero-shot head's row of every class, for the CLIP methods, with their ``settings``; ``tuner``:
+    what fine-tunes on an episode's images (finetune_last)."""
     detail = (methods[0], max(plans))  # the setting the report breaks down by class
     tally = EpisodeTally(num_classes)
     rows = []
@@ -223,11 +227,15 @@ def measure_episodes(features: EpisodeFeatures, plans: dict[int, list[Episode]],
         for name in methods:
             classify = FEWSHOT_METHODS.get(name)
             start, accuracies = time.perf_counter(), []
-            with torch.no_grad(), one_thread():
+            # tiny per-episode tensors run on one thread; fine-tuning a backbone on images uses them all
+            with torch.no_grad(), contextlib.nullcontext() if name in NEEDS_IMAGES else one_thread():
                 for episode, both in zip(episodes, episode_features):
-                    extra = {"text": text[episode.classes], **(settings or {})} if text is not None and \
-                        name in NEEDS_TEXT else {}
-                    scores = classify(both[:support_count], support_labels, both[support_count:], ways, **extra)
+                    if name in NEEDS_IMAGES:  # trains on the episode's images: given their sample indices
+                        scores = classify(episode.support, support_labels, episode.query, ways, tuner=tuner)
+                    else:
+                        extra = {"text": text[episode.classes], **(settings or {})} if text is not None and \
+                            name in NEEDS_TEXT else {}
+                        scores = classify(both[:support_count], support_labels, both[support_count:], ways, **extra)
                     predicted = scores.argmax(dim=1)
                     accuracies.append(float((predicted == query_labels).float().mean()))
                     if (name, shots) == detail:
@@ -283,16 +291,32 @@ def evaluate_episodes(run: Run, data: str | Path | None, out: Path, device: torc
 def backbone_transductive_features(samples: list[tuple[str, int]], num_classes: int,
                                    config: Config) -> EpisodeFeatures:
     """--bn-stats transductive: each episode's features computed together, BatchNorm on the episode's statistics."""
-    from cvtransfer.data.memory import ImageMemory
     from cvtransfer.engine.devices import pick_device
+
+    built, images = _model_and_images(samples, num_classes, config)
+    return transductive_features(built.model.backbone, images, pick_device(config.accelerator))
+
+
+def support_tuner(samples: list[tuple[str, int]], num_classes: int, config: Config) -> EpisodeTuner:
+    """finetune_last's: the model fine-tuned per episode on its support images."""
+    from cvtransfer.engine.devices import pick_device
+    from cvtransfer.few_shot.finetune import last_stage_tuner
+
+    built, images = _model_and_images(samples, num_classes, config)
+    return last_stage_tuner(built.model, images, pick_device(config.accelerator))
+
+
+def _model_and_images(samples: list[tuple[str, int]], num_classes: int, config: Config) -> tuple[Any, Any]:
+    """The backbone's model as fit and the feature cache build it (a random init seeded as theirs) and the
+    samples' evaluation images (held in memory within --memory-limit-mb)."""
+    from cvtransfer.data.memory import ImageMemory
     from cvtransfer.models.factory import build_model
 
-    with torch.random.fork_rng(devices=[]):  # the random init fit and the feature cache make ("none")
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         built = build_model(config.backbone, config.weights, num_classes, config.image_size, seed=config.seed,
                             allow_partial_weights=config.allow_partial_weights)
-    images = ImageMemory.for_config(config).dataset(samples, built.preprocessing, "none", "evaluation")
-    return transductive_features(built.model.backbone, images, pick_device(config.accelerator))
+    return built, ImageMemory.for_config(config).dataset(samples, built.preprocessing, "none", "evaluation")
 
 
 def classify_queries(config: Config, support: str | Path, queries: list[str | Path]) -> list[dict[str, Any]]:
@@ -312,9 +336,15 @@ def classify_queries(config: Config, support: str | Path, queries: list[str | Pa
     features, _ = features_of(shots + [(path, 0) for path in usable], len(support_classes), config)
     support_labels = torch.tensor([label for _, label in shots])
     extra = {"text": zero_shot_rows(config, support_classes), **clip_settings(config)} if name in NEEDS_TEXT else {}
-    with torch.no_grad(), one_thread():
-        scores = FEWSHOT_METHODS.get(name)(features[:len(shots)], support_labels, features[len(shots):],
-                                           len(support_classes), **extra)
+    if name in NEEDS_IMAGES:
+        everything = shots + [(path, 0) for path in usable]
+        tuner = support_tuner(everything, len(support_classes), config)
+        scores = tuner(np.arange(len(shots)), support_labels, np.arange(len(shots), len(everything)),
+                       len(support_classes))
+    else:
+        with torch.no_grad(), one_thread():
+            scores = FEWSHOT_METHODS.get(name)(features[:len(shots)], support_labels, features[len(shots):],
+                                               len(support_classes), **extra)
     shares = scores.float().softmax(dim=1)
     return [{"path": path, "label": support_classes[int(best)], "score": float(shares[i, best])}
             for i, (path, best) in enumerate(zip(usable, scores.argmax(dim=1).tolist()))]
