@@ -37,6 +37,7 @@ from cvtransfer.engine.splits import SPLITS_FILE, load_domain_splits, load_split
 from cvtransfer.engine.streams import (
     Stream,
     detection_stream,
+    episodic_stream,
     feature_stream,
     head_on_features,
     labelled_stream,
@@ -129,9 +130,9 @@ def prepare(config: Config, splits: Splits, weights: str | None = None) -> Prepa
     loss_terms.attach(built.model)
     network: nn.Module = built.model
     task = get_task(config.task)
-    own = task.stream(config, splits, built)
-    if own is not None:  # the task draws its own batches (few-shot episodes)
-        stream = own
+    if task.episodic:  # few-shot meta-training: a batch is an episode
+        assert isinstance(splits, DatasetSplits), "episodes are drawn from class-labelled images"
+        stream = episodic_stream(config, splits, built)
     elif isinstance(splits, DomainSplits):
         stream = paired_stream(config, splits, built.preprocessing)
     elif isinstance(splits, SegmentationSplits):  # a frozen encoder's maps are not cached: the decoder reads them
@@ -209,7 +210,7 @@ def _train_and_finish(config: Config, run_dir: Path, callbacks: list[pl.Callback
     else:
         _record_feature_time(run_dir, prepared)
         features = prepared.stream.val_features if not splits.test else None  # evaluated on val: reuse its cache
-    prepared.task.complete_model(prepared.built, splits, config)
+    prepared.task.complete_model(prepared.built, splits, config, pick_device(config.accelerator))
     run = finish_run(run_dir, config, splits.classes, prepared.built.model, prepared.built.preprocessing, features)
     if config.report:
         from cvtransfer.report import write_report_safely

@@ -175,9 +175,9 @@ def episodic_stream(config: Config, splits: DatasetSplits, built: BuiltModel) ->
     epoch, drawn afresh) and the same seeded episodes of the val classes every epoch (--ways, the first
     --shots, --queries)."""
     from cvtransfer.few_shot.episodes import sample_episodes
+    from cvtransfer.few_shot.evaluation import parse_shots
     from cvtransfer.few_shot.sampler import EpisodeBatchSampler, EpisodeItems, fixed_episode_batches
     from cvtransfer.tasks.fewshot import VAL_EPISODES
-    from cvtransfer.workflows.fewshot import parse_shots
 
     workers = default_workers(config.num_workers)
     memory = ImageMemory.for_config(config)

@@ -28,6 +28,7 @@ from torchvision.models import WeightsEnum
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, WeightsError, unknown_name
 from cvtransfer.models import tiny  # noqa: F401  (registers tinycnn and lenet in timm)
+from cvtransfer.models.clip import ClipImageEncoder, ClipModel, clip_layer_groups, clip_preprocessing
 from cvtransfer.models.packaged_weights import (
     OFFLINE_EXTRA,
     PackagedWeights,
@@ -81,10 +82,10 @@ def create_backbone(name: str, pretrained: bool = False, image_size: int | None 
     ``image_size``: build models whose shape depends on the input size (ViT, DeiT, Swin, ...) for that
     size; pretrained position embeddings are resampled to it. Other models take any size anyway.
     """
-    from cvtransfer.models.clip import clip_backbone, create_clip, is_clip
+    from cvtransfer.models.clip import is_clip
 
-    if is_clip(name):  # open_clip's image tower: its weights come by create_clip (tags, files)
-        return clip_backbone(create_clip(name, "imagenet" if pretrained else "none", image_size))
+    if is_clip(name):  # open_clip's image tower: its weights come by create_clip_model (tags, files)
+        return clip_backbone(create_clip_model(name, "imagenet" if pretrained else "none", image_size))
     source, arch = resolve_name(name)
     if source == "timm":
         return _create_timm(arch, pretrained, image_size)
@@ -119,6 +120,44 @@ def _create_timm(arch: str, pretrained: bool, image_size: int | None = None) -> 
         pretrained_head=head,
         pretrained_classes=classes,
     )
+
+
+def create_clip_model(name: str, weights: str = "none", image_size: int | None = None) -> ClipModel:
+    """open_clip's model ``name`` with ``weights`` (none, a checkpoint file, a tag), failing at once, with the way
+    out, when a tag's weights are neither cached nor reachable."""
+    from cvtransfer.models.clip import clip_arch, create_clip, pretrained_tag
+
+    tag = pretrained_tag(clip_arch(name), weights)
+    if tag:
+        _require_reachable(clip_arch(name), tag)
+    return create_clip(name, weights, image_size)
+
+
+def _require_reachable(arch: str, tag: str) -> None:
+    """Fail at once, with the way out, when tag's weights are neither cached nor reachable (offline)."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    hub = cfg.get("hf_hub", "")
+    if hub and _hf_cached(hub.rstrip("/")):
+        return
+    host = "huggingface.co" if hub else re.sub(r"^https?://([^/]+)/.*$", r"\1", cfg.get("url", ""))
+    try:
+        _require_host(host, f"{arch} ({tag})")
+    except WeightsError:
+        raise WeightsError(f"cannot download the open_clip weights '{tag}' of {arch}: {host} is unreachable (offline?) "
+                           f"and they are not cached; download them on a connected machine and pass the file: "
+                           "--weights path/to/open_clip_model.safetensors (or .bin, .pt)") from None
+
+
+def clip_backbone(clip: ClipModel) -> Backbone:
+    """The image tower of ``clip`` as a backbone (normalised features, CLIP's preprocessing, layer groups)."""
+    visual = clip.model.visual
+    encoder = ClipImageEncoder(visual, int(getattr(visual, "output_dim", clip.model.text_projection.shape[-1])))
+    return Backbone(module=encoder, name="clip:" + clip.arch, source="open_clip",
+                    num_features=encoder.num_features, preprocessing=clip_preprocessing(visual),
+                    classifier_prefix="", layer_groups=clip_layer_groups(encoder),
+                    weights_source=clip.weights_source)
 
 
 def _timm_preprocessing(module: nn.Module) -> Preprocessing:

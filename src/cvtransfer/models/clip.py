@@ -18,7 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,9 +26,6 @@ from torch.nn import functional as F
 
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, WeightsError
-
-if TYPE_CHECKING:
-    from cvtransfer.models.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +91,15 @@ class ClipModel:
 
 def create_clip(name: str, weights: str = "none", image_size: int | None = None) -> ClipModel:
     """open_clip's model ``name`` (``clip:NAME`` or NAME) with ``weights``: none, an open_clip checkpoint file,
-    or a pretrained tag (downloaded; offline and not cached: a one-line error); ``image_size``: build the image
-    tower for that size (open_clip resamples pretrained position embeddings)."""
+    or a pretrained tag (downloaded by open_clip: :func:`cvtransfer.models.backbones.create_clip_model` first
+    fails at once when offline); ``image_size``: build the image tower for that size (open_clip resamples
+    pretrained position embeddings)."""
     import open_clip
 
     arch = clip_arch(name)
-    if weights == "imagenet":
-        raise ConfigError(f"--weights imagenet does not apply to --backbone {CLIP_PREFIX}{arch}: give one of open_clip's "
-                          f"tags ({', '.join(open_clip.list_pretrained_tags_by_model(arch)[:4]) or 'none here'}), "
-                          "a checkpoint file, or none")
-    if weights == "none":
-        source, pretrained = "none", None
-    elif Path(weights).is_file():
-        source, pretrained = f"file:{weights}", str(weights)
-    elif Path(weights).exists() or "/" in weights or "." in weights:
-        raise WeightsError(f"--weights {weights} is not a file of CLIP weights: pass an open_clip checkpoint file")
-    else:
-        tags = open_clip.list_pretrained_tags_by_model(arch)
-        if weights not in tags:
-            raise ConfigError(f"--weights {weights} is not an open_clip tag of {arch}: give one of "
-                              f"{', '.join(tags[:8]) or '(none: this model has no published weights)'}, a file, or none")
-        _require_reachable(arch, weights)
-        source, pretrained = f"open_clip:{weights}", weights
+    tag = pretrained_tag(arch, weights)
+    source, pretrained = (f"open_clip:{tag}", tag) if tag else ("none", None) if weights == "none" else \
+        (f"file:{weights}", str(weights))
     quiet = _Without("No pretrained weights loaded")  # open_clip's warning for a random init asked for
     logging.getLogger().addFilter(quiet)
     try:
@@ -127,6 +111,26 @@ def create_clip(name: str, weights: str = "none", image_size: int | None = None)
     return ClipModel(model.eval(), open_clip.get_tokenizer(arch), arch, source)
 
 
+def pretrained_tag(arch: str, weights: str) -> str | None:
+    """``weights`` when it names one of open_clip's pretrained tags of ``arch``; None for none or a file; a
+    one-line error for anything else."""
+    import open_clip
+
+    if weights == "imagenet":
+        raise ConfigError(f"--weights imagenet does not apply to --backbone {CLIP_PREFIX}{arch}: give one of open_clip's "
+                          f"tags ({', '.join(open_clip.list_pretrained_tags_by_model(arch)[:4]) or 'none here'}), "
+                          "a checkpoint file, or none")
+    if weights == "none" or Path(weights).is_file():
+        return None
+    if Path(weights).exists() or "/" in weights or "." in weights:
+        raise WeightsError(f"--weights {weights} is not a file of CLIP weights: pass an open_clip checkpoint file")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if weights not in tags:
+        raise ConfigError(f"--weights {weights} is not an open_clip tag of {arch}: give one of "
+                          f"{', '.join(tags[:8]) or '(none: this model has no published weights)'}, a file, or none")
+    return weights
+
+
 class _Without(logging.Filter):
     """Drops the log records that start with ``prefix``."""
 
@@ -136,25 +140,6 @@ class _Without(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefix)
-
-
-def _require_reachable(arch: str, tag: str) -> None:
-    """Fail at once, with the way out, when tag's weights are neither cached nor reachable (offline)."""
-    import open_clip
-
-    from cvtransfer.models.backbones import _hf_cached, _require_host
-
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
-    hub = cfg.get("hf_hub", "")
-    if hub and _hf_cached(hub.rstrip("/")):
-        return
-    host = "huggingface.co" if hub else re.sub(r"^https?://([^/]+)/.*$", r"\1", cfg.get("url", ""))
-    try:
-        _require_host(host, f"{arch} ({tag})")
-    except WeightsError:
-        raise WeightsError(f"cannot download the open_clip weights '{tag}' of {arch}: {host} is unreachable (offline?) "
-                           f"and they are not cached; download them on a connected machine and pass the file: "
-                           "--weights path/to/open_clip_model.safetensors (or .bin, .pt)") from None
 
 
 def clip_preprocessing(visual: nn.Module) -> Preprocessing:
@@ -180,18 +165,6 @@ def clip_layer_groups(encoder: nn.Module) -> list[list[str]]:
         in_blocks = in_blocks or found is not None
         groups.setdefault(found.group(0) if found else "tail" if in_blocks else "stem", []).append(name)
     return list(groups.values())
-
-
-def clip_backbone(clip: ClipModel) -> Backbone:
-    """The image tower of ``clip`` as a backbone (normalised features, CLIP's preprocessing, layer groups)."""
-    from cvtransfer.models.backbones import Backbone
-
-    visual = clip.model.visual
-    encoder = ClipImageEncoder(visual, int(getattr(visual, "output_dim", clip.model.text_projection.shape[-1])))
-    return Backbone(module=encoder, name=CLIP_PREFIX + clip.arch, source="open_clip",
-                    num_features=encoder.num_features, preprocessing=clip_preprocessing(visual),
-                    classifier_prefix="", layer_groups=clip_layer_groups(encoder),
-                    weights_source=clip.weights_source)
 
 
 def text_embeddings(clip: ClipModel, class_names: list[str], templates: list[str]) -> torch.Tensor:

@@ -58,9 +58,9 @@ def is_cvtransfer_weights(weights: str) -> bool:
 def _clip_model(name: str, weights: str, num_classes: int, image_size: int | None, drop_rate: float, seed: int,
                 bottleneck_dim: int) -> BuiltModel:
     """An open_clip image tower with its own weights (none, a tag, an open_clip checkpoint) and a new head."""
-    from cvtransfer.models.clip import clip_backbone, create_clip
+    from cvtransfer.models.backbones import clip_backbone, create_clip_model
 
-    clip = create_clip(name, weights, image_size)
+    clip = create_clip_model(name, weights, image_size)
     backbone = clip_backbone(clip)
     model = TransferModel(backbone.module, backbone.num_features, num_classes, backbone.layer_groups, drop_rate,
                           bottleneck_dim)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from cvtransfer.config import Config
-    from cvtransfer.engine.streams import Stream
     from cvtransfer.models.factory import BuiltModel
     from cvtransfer.run import Run
 
@@ -49,6 +48,7 @@ class Task:
     # (metric, "min" or "max") that picks best.ckpt instead of --monitor; None: --monitor
     monitor: ClassVar[tuple[str, str] | None] = None
     train_metric: ClassVar[bool] = True  # whether train_<metric_name> is measured on the training batches
+    episodic: ClassVar[bool] = False  # whether a batch is a few-shot episode (the engine's episodic stream)
 
     def check_options(self, config: Config) -> None:
         """Refuse, in one line, a setting this task cannot honour (before anything is read); the default: none."""
@@ -69,14 +69,9 @@ class Task:
         return (f"{len(splits.classes)} classes; {len(splits.train)} train, {len(splits.val)} val, "
                 f"{len(splits.test)} test images")
 
-    def stream(self, config: Config, splits: Any, built: BuiltModel) -> Stream | None:
-        """The training and validation loaders when the task draws its own batches (few-shot's episodes); None
-        (the default): the engine's stream for the splits and strategy."""
-        return None
-
-    def complete_model(self, built: BuiltModel, splits: Any, config: Config) -> None:
-        """Finish the trained model before the run folder is written (few-shot's prototype head); the default:
-        nothing."""
+    def complete_model(self, built: BuiltModel, splits: Any, config: Config, device: torch.device) -> None:
+        """Finish the trained model on ``device`` before the run folder is written (few-shot's prototype head);
+        the default: nothing."""
 
     def settle_options(self, config: Config, splits: Any) -> Config:
         """``config`` with the options that depend on the training data settled (detection's --anchor-sizes

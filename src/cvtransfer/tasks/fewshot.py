@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from cvtransfer.config import Config
     from cvtransfer.data.folders import DatasetSplits
-    from cvtransfer.engine.streams import Stream
     from cvtransfer.models.factory import BuiltModel
     from cvtransfer.run import Run
 
@@ -106,10 +105,11 @@ class FewShot(Classification):
     report_sections = ("summary", "config", "data", "curves", "per-class", "confusion", "errors", "diagnosis")
     options = FewShotOptions
     train_metric = False  # the training episodes' query accuracy is a loss part (train_accuracy)
+    episodic = True  # the engine draws episodes (engine/streams.py's episodic_stream)
 
     def check_options(self, config: Config) -> None:
+        from cvtransfer.few_shot.evaluation import parse_shots
         from cvtransfer.strategies import get_strategy
-        from cvtransfer.workflows.fewshot import parse_shots
 
         if get_strategy(config.strategy).uses_feature_cache:
             raise ConfigError(f"--strategy {config.strategy} trains only a head on cached features, and --task fewshot "
@@ -122,11 +122,6 @@ class FewShot(Classification):
         assert config.data is not None
         return discover_class_splits(config.data, config.val_split, config.test_split, config.seed,
                                      config.max_image_pixels)
-
-    def stream(self, config: Config, splits: Any, built: BuiltModel) -> Stream:
-        from cvtransfer.engine.streams import episodic_stream
-
-        return episodic_stream(config, splits, built)
 
     def network_loss(self, network: nn.Module, x: Any, y: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         scores, truth = episode_scores(embed(network, x), y)
@@ -142,15 +137,14 @@ class FewShot(Classification):
     def metric(self, num_classes: int) -> Metric:
         return QueryAccuracy()
 
-    def complete_model(self, built: BuiltModel, splits: Any, config: Config) -> None:
+    def complete_model(self, built: BuiltModel, splits: Any, config: Config, device: torch.device) -> None:
         """The head becomes the prototypes of every class of the run (all its images, eval statistics)."""
         from cvtransfer.data.features import compute_features
         from cvtransfer.data.loaders import default_workers
-        from cvtransfer.engine.devices import pick_device
 
         samples = splits.train + splits.val + splits.test
         features, labels = compute_features(built.model.backbone, samples, built.preprocessing, config.batch_size,
-                                            default_workers(config.num_workers), pick_device(config.accelerator),
+                                            default_workers(config.num_workers), device,
                                             config.max_image_pixels)
         centres = prototypes(features.float(), labels, len(splits.classes))
         head = built.model.head
@@ -160,7 +154,7 @@ class FewShot(Classification):
 
     def evaluate_run(self, run: Run, data: str | Path | None, out: Path,
                      device: torch.device) -> tuple[dict[str, Any], Any]:
-        from cvtransfer.workflows.fewshot import evaluate_episodes
+        from cvtransfer.few_shot.evaluation import evaluate_episodes
 
         return evaluate_episodes(run, data, out, device), None
 

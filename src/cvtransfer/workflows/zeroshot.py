@@ -23,7 +23,8 @@ import torch
 from cvtransfer.data.folders import DatasetSplits, discover
 from cvtransfer.errors import ConfigError
 from cvtransfer.io import write_json
-from cvtransfer.models.clip import ClipModel, clip_backbone, create_clip, is_clip, text_embeddings
+from cvtransfer.models.backbones import clip_backbone, create_clip_model
+from cvtransfer.models.clip import ClipModel, is_clip, text_embeddings
 from cvtransfer.models.transfer_model import TransferModel
 from cvtransfer.run import ZEROSHOT_FILE, Run, export_model
 
@@ -93,7 +94,7 @@ def zeroshot(config: Config) -> Run:
     found = discover(config.data, val_split=0.0, require_val=False, max_pixels=config.max_image_pixels)
     samples = found.test or found.train + found.val
     names = prompt_names(found.classes, config.classes)
-    clip = create_clip(config.backbone, config.weights, config.image_size)
+    clip = create_clip_model(config.backbone, config.weights, config.image_size)
     model = zero_shot_model(clip, names, templates)
     preprocessing = clip_backbone(clip).preprocessing.with_size(config.image_size)
     default = Path("runs") / f"zeroshot-{clip.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
