@@ -17,7 +17,7 @@ from cvtransfer.data.folders import discover_class_splits
 from cvtransfer.errors import DataError
 from cvtransfer.few_shot.batchnorm import with_batch_statistics
 from cvtransfer.few_shot.episodes import sample_episodes
-from cvtransfer.few_shot.methods import protonet
+from cvtransfer.few_shot.methods import protonet, protonet_cosine
 from cvtransfer.few_shot.sampler import QUERY, SUPPORT, EpisodeBatchSampler, fixed_episode_batches
 from cvtransfer.tasks.fewshot import QueryAccuracy, episode_scores
 from tests.test_bad_inputs import run_cli
@@ -268,7 +268,7 @@ def test_fewshot_options_are_refused_with_other_tasks(patterns: Path, tmp_path: 
 
 # -- fine-tuning head + last stage on the support images
 
-def test_finetune_last_starts_as_protonet_and_leaves_the_model_alone(patterns: Path) -> None:
+def test_finetune_last_starts_as_cosine_prototypes_and_leaves_the_model_alone(patterns: Path) -> None:
     from cvtransfer.data.memory import ImageMemory
     from cvtransfer.few_shot.finetune import last_stage_tuner
     from cvtransfer.models.factory import build_model
@@ -283,9 +283,8 @@ def test_finetune_last_starts_as_protonet_and_leaves_the_model_alone(patterns: P
     start = last_stage_tuner(built.model, images, torch.device("cpu"), steps=0)(support, labels, query, 3)
     with torch.no_grad():
         features = built.model.eval().embed(torch.stack([images[int(i)][0] for i in np.concatenate([support, query])]))
-    expected = protonet(features[:6], labels, features[6:], 3)
-    # 2c.f - |c|^2 = -|f - c|^2 + |f|^2: ProtoNet's scores up to a constant per query
-    assert torch.allclose(start - start[:, :1], expected - expected[:, :1], atol=1e-3)
+    # a cosine head from the prototypes: protonet_cosine's scores, times the head's scale
+    assert torch.allclose(start, 10 * protonet_cosine(features[:6], labels, features[6:], 3), atol=1e-4)
     tuned = last_stage_tuner(built.model, images, torch.device("cpu"), steps=5)(support, labels, query, 3)
     assert not torch.allclose(tuned, start, atol=1e-4)
     assert all(torch.equal(value, before[key]) for key, value in built.model.state_dict().items())
