@@ -94,7 +94,9 @@ def zeroshot(config: Config) -> Run:
     found = discover(config.data, val_split=0.0, require_val=False, max_pixels=config.max_image_pixels)
     samples = found.test or found.train + found.val
     names = prompt_names(found.classes, config.classes)
-    clip = create_clip_model(config.backbone, config.weights, config.image_size)
+    with torch.random.fork_rng(devices=[]):  # --weights none: the same random init for the same --seed
+        torch.manual_seed(config.seed)
+        clip = create_clip_model(config.backbone, config.weights, config.image_size)
     model = zero_shot_model(clip, names, templates)
     preprocessing = clip_backbone(clip).preprocessing.with_size(config.image_size)
     default = Path("runs") / f"zeroshot-{clip.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
