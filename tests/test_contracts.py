@@ -110,6 +110,22 @@ def detection_run(tmp_path: Path) -> cvtransfer.Run:
     return cvtransfer.fit(det_config(data, tmp_path / "detrun", epochs=1))
 
 
+def fewshot_run(tmp_path: Path) -> cvtransfer.Run:
+    """A 1-epoch episodic run on class folders split by class: 4 training, 2 validation, 3 test classes."""
+    from tests.few_shot.test_meta_training import write_pattern_classes
+
+    pool = write_pattern_classes(tmp_path / "pool", 9, 4)
+    for split, names in (("train", range(4)), ("val", range(4, 6)), ("test", range(6, 9))):
+        for k in names:
+            (tmp_path / "fs" / split).mkdir(parents=True, exist_ok=True)
+            (pool / f"c{k:02d}").rename(tmp_path / "fs" / split / f"c{k:02d}")
+    for image in (tmp_path / "fs" / "test").rglob("3.png"):  # 3 test images per class: 9 in all
+        image.unlink()
+    return cvtransfer.fit(data=str(tmp_path / "fs"), task="fewshot", backbone="tinycnn", weights="none", image_size=16,
+                          ways=2, shots="1", queries=2, episodes=4, train_ways=2, episodes_per_epoch=2, epochs=1,
+                          num_workers=0, accelerator="cpu", progress=False, out=str(tmp_path / "fsrun"))
+
+
 @pytest.mark.parametrize("name", TASKS.names())
 def test_task_contract(name: str, fit_once: Callable[..., tuple[cvtransfer.Run, torch.nn.Module]],
                        tmp_path: Path) -> None:
@@ -120,6 +136,9 @@ def test_task_contract(name: str, fit_once: Callable[..., tuple[cvtransfer.Run, 
     elif name == "detection":  # boxes, not class folders
         run = detection_run(tmp_path)
         images = Path(run.config.data) / "images"
+    elif name == "fewshot":  # classes split by class
+        run = fewshot_run(tmp_path)
+        images = Path(run.config.data) / "test" / "c06"
     else:
         run, _ = fit_once(task=name)
         images = Path(run.config.data) / "test" / "a"
@@ -128,7 +147,8 @@ def test_task_contract(name: str, fit_once: Callable[..., tuple[cvtransfer.Run, 
     for file in task.run_files:
         assert (run.path / file).is_file(), file
     row = history(run.path)[0]
-    assert (f"train_{task.metric_name}" in row) == task.train_metric and f"val_{task.metric_name}" in row
+    measured = task.train_metric or task.metric_name in task.loss_parts(run.config)  # few-shot: a part of the loss
+    assert (f"train_{task.metric_name}" in row) == measured and f"val_{task.metric_name}" in row
     rows = cvtransfer.Run(run.path).predict([images], out=tmp_path / "predictions.csv")
     assert sorted({Path(r["path"]).name for r in rows}) == sorted(p.name for p in images.iterdir())
     assert listed(name, option_help("fit", "--task"))
