@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import SHARED
+from benchmarks.common import SHARED, run_process
 
-REPO = Path(__file__).resolve().parents[1]
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CAPTIONS = ["a photo of the number {}.", "the digit {}.", "a handwritten {}.", "a picture of a {}."]
 TEMPLATE = "a photo of the number {}."
@@ -106,14 +104,6 @@ def baseline(args: argparse.Namespace) -> None:
             features = model.encode_image(images, normalize=True)
             correct += int(((features @ head).argmax(1) == labels).sum())
     print(json.dumps({"accuracy": correct / len(dataset), "seconds": time.perf_counter() - start}))
-
-
-def run_process(command: list[str]) -> tuple[str, float]:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:5])} failed:\n{done.stderr[-3000:]}")
-    return done.stdout, time.perf_counter() - start
 
 
 def main() -> None:

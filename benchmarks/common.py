@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
 OFFICE_IMAGES = SHARED / "office_caltech10" / "images"
 OFFICE_AMAZON = OFFICE_IMAGES / "amazon"
 OFFICE_VAL_PER_CLASS = 3
@@ -59,3 +61,13 @@ def office_split(domain: str, k: int, seed: int, root: Path) -> dict[str, int] |
                 os.symlink(path.resolve(), target / path.name)
             sizes[split] += len(chosen)
     return sizes
+
+
+def run_process(command: list[str]) -> tuple[str, float]:
+    """(stdout, seconds) of ``command`` run from the repository's root; its failure ends the benchmark, showing
+    the end of its stderr."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:5])} failed:\n{done.stderr[-3000:]}")
+    return done.stdout, time.perf_counter() - start

@@ -29,15 +29,11 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import OFFICE_AMAZON, default_image_folder
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import OFFICE_AMAZON, default_image_folder, run_process
 
 
 def split_folder(data: Path, root: Path, val_share: float = 0.2, seed: int = 0) -> Path:
@@ -130,12 +126,8 @@ def role_main(role: str, args: argparse.Namespace) -> None:
 
 def timed_process(command: list[str]) -> tuple[float, dict]:  # type: ignore[type-arg]
     """(wall seconds, the JSON of its last output line, {} if none) of a child process."""
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    out, seconds = run_process(command)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
     return seconds, json.loads(lines[-1]) if lines else {}
 
 

@@ -18,15 +18,13 @@ import argparse
 import json
 import math
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OFFICE_IMAGES
+from benchmarks.common import OFFICE_IMAGES, run_process
 
-REPO = Path(__file__).resolve().parents[1]
 BACKBONE = "tf_efficientnet_lite0"
 
 
@@ -73,14 +71,6 @@ def baseline(args: argparse.Namespace) -> None:
         std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1))
         results[shots] = (mean, 1.96 * std / math.sqrt(len(accuracies)))
     print(json.dumps({"results": results, "seconds": time.perf_counter() - start}))
-
-
-def run_process(command: list[str]) -> tuple[str, float]:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])} failed:\n{done.stderr[-2000:]}")
-    return done.stdout, time.perf_counter() - start
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import csv
 import json
 import math
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SHARED
+from benchmarks.common import SHARED, run_process
 
-REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT = SHARED / "omniglot"
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 PAPER = {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9}
@@ -128,14 +126,6 @@ def baseline(args: argparse.Namespace) -> None:
             std = math.sqrt(sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1))
             results[f"{ways},{shots}"] = (mean, 1.96 * std / math.sqrt(len(accuracies)))
     print(json.dumps({"results": results, "train_seconds": train_seconds}))
-
-
-def run_process(command: list[str]) -> tuple[str, float]:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:5])} failed:\n{done.stderr[-3000:]}")
-    return done.stdout, time.perf_counter() - start
 
 
 def main() -> None:
