@@ -123,11 +123,9 @@ def evaluate_fewshot(config: Config) -> FewShotResult:
     notes = [note] if (note := check_held_out(classes, config.weights)) else []
     text = zero_shot_rows(config, classes) if NEEDS_TEXT & set(methods) else None  # refusals before the features
     start = time.perf_counter()
-    if config.bn_stats == "transductive":
-        features = backbone_transductive_features(samples, len(classes), config)
-    else:
-        features = held_features(features_of(samples, len(classes), config)[0])
-    tuner = support_tuner(samples, len(classes), config) if NEEDS_IMAGES & set(methods) else None
+    episodic, tuner = image_episodes(samples, len(classes), config, config.bn_stats == "transductive",
+                                     bool(NEEDS_IMAGES & set(methods)))
+    features = episodic or held_features(features_of(samples, len(classes), config)[0])
     measured = measure_episodes(features, plans, config.ways, config.queries, methods, len(classes), text,
                                 clip_settings(config), tuner)
     feature_seconds = time.perf_counter() - start - sum(row["seconds"] for row in measured.rows)
@@ -167,35 +165,26 @@ def clip_settings(config: Config) -> dict[str, float]:
     return {"wise_alpha": config.wise_alpha, "tip_alpha": config.tip_alpha, "tip_beta": config.tip_beta}
 
 
-def backbone_transductive_features(samples: list[tuple[str, int]], num_classes: int,
-                                   config: Config) -> EpisodeFeatures:
-    """--bn-stats transductive: each episode's features computed together, BatchNorm on the episode's statistics."""
-    from cvtransfer.engine.devices import pick_device
-
-    built, images = _model_and_images(samples, num_classes, config)
-    return transductive_features(built.model.backbone, images, pick_device(config.accelerator))
-
-
-def support_tuner(samples: list[tuple[str, int]], num_classes: int, config: Config) -> EpisodeTuner:
-    """finetune_last's: the model fine-tuned per episode on its support images."""
+def image_episodes(samples: list[tuple[str, int]], num_classes: int, config: Config, transductive: bool,
+                   tune: bool) -> tuple[EpisodeFeatures | None, EpisodeTuner | None]:
+    """What reads an episode's images rather than cached features: --bn-stats transductive's features (when
+    ``transductive``) and finetune_last's tuner (when ``tune``), both from one model, built as fit and the
+    feature cache build it (a random init seeded as theirs), and the samples' evaluation images held once."""
+    if not (transductive or tune):
+        return None, None
+    from cvtransfer.data.memory import ImageMemory
     from cvtransfer.engine.devices import pick_device
     from cvtransfer.few_shot.finetune import last_stage_tuner
-
-    built, images = _model_and_images(samples, num_classes, config)
-    return last_stage_tuner(built.model, images, pick_device(config.accelerator))
-
-
-def _model_and_images(samples: list[tuple[str, int]], num_classes: int, config: Config) -> tuple[Any, Any]:
-    """The backbone's model as fit and the feature cache build it (a random init seeded as theirs) and the
-    samples' evaluation images (held in memory within --memory-limit-mb)."""
-    from cvtransfer.data.memory import ImageMemory
     from cvtransfer.models.factory import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         built = build_model(config.backbone, config.weights, num_classes, config.image_size, seed=config.seed,
                             allow_partial_weights=config.allow_partial_weights)
-    return built, ImageMemory.for_config(config).dataset(samples, built.preprocessing, "none", "evaluation")
+    images = ImageMemory.for_config(config).dataset(samples, built.preprocessing, "none", "evaluation")
+    device = pick_device(config.accelerator)
+    return (transductive_features(built.model.backbone, images, device) if transductive else None,
+            last_stage_tuner(built.model, images, device) if tune else None)
 
 
 def classify_queries(config: Config, support: str | Path, queries: list[str | Path]) -> list[dict[str, Any]]:
@@ -217,7 +206,8 @@ def classify_queries(config: Config, support: str | Path, queries: list[str | Pa
     extra = {"text": zero_shot_rows(config, support_classes), **clip_settings(config)} if name in NEEDS_TEXT else {}
     if name in NEEDS_IMAGES:
         everything = shots + [(path, 0) for path in usable]
-        tuner = support_tuner(everything, len(support_classes), config)
+        _, tuner = image_episodes(everything, len(support_classes), config, transductive=False, tune=True)
+        assert tuner is not None
         scores = tuner(np.arange(len(shots)), support_labels, np.arange(len(shots), len(everything)),
                        len(support_classes))
     else:
