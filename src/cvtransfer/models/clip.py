@@ -27,8 +27,6 @@ from torch.nn import functional as F
 from cvtransfer.data.transforms import Preprocessing
 from cvtransfer.errors import ConfigError, WeightsError
 
-log = logging.getLogger(__name__)
-
 CLIP_PREFIX = "clip:"
 TINY_CLIP = "cvt-tiny-clip"  # a small image-text model of this package (tests, the digits benchmark)
 TINY_CONFIG = {"embed_dim": 64,
